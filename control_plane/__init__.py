@@ -1,0 +1,1 @@
+"""The Iron Cage control plane: the bank and the admin surface."""

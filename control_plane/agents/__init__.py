@@ -1,0 +1,1 @@
+"""Agents: who spends, with which budget and providers."""

@@ -1,0 +1,69 @@
+"""SQL of agents (the ledger columns are written only by the budget domain)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    id: str
+    name: str
+    description: str | None
+    tags: list[str]
+    owner_id: str
+    project_id: str | None
+    status: str
+    budget_micros: int
+    spent_micros: int
+    outstanding_micros: int
+    overdrawn_micros: int
+    providers: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+_SELECT = (
+    "SELECT a.id, a.name, a.description, a.tags, a.owner_id, a.project_id, a.status,"
+    " a.budget_micros, a.spent_micros, a.outstanding_micros, a.overdrawn_micros, a.created_at, a.updated_at,"
+    " coalesce(array(SELECT ap.provider_id FROM agent_providers ap"
+    "  WHERE ap.agent_id = a.id ORDER BY ap.position), '{}') AS providers"
+    " FROM agents a"
+)
+
+
+async def insert(
+    conn: asyncpg.Connection,
+    *,
+    agent_id: str,
+    name: str,
+    description: str | None,
+    tags: list[str],
+    owner_id: str,
+    project_id: str | None,
+    budget_micros: int,
+    provider_ids: list[str],
+) -> None:
+    await conn.execute(
+        "INSERT INTO agents (id, name, description, tags, owner_id, project_id, budget_micros)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        agent_id,
+        name,
+        description,
+        tags,
+        owner_id,
+        project_id,
+        budget_micros,
+    )
+    await conn.execute(
+        "INSERT INTO agent_providers (agent_id, provider_id, position)"
+        " SELECT $1, p, n FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n)",
+        agent_id,
+        provider_ids,
+    )
+
+
+async def by_id(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> AgentRow | None:
+    row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1 AND a.status <> 'deleted'", agent_id)
+    return AgentRow(**row) if row else None

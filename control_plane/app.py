@@ -1,0 +1,82 @@
+"""The control plane, assembled in one place."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as redis
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from control_plane.agents import controllers as agents
+from control_plane.auth import controllers as auth
+from control_plane.auth.principals import current_user
+from control_plane.budget import limits, protocol
+from control_plane.budget.sweeper import run_sweeper
+from control_plane.lib.db import create_pool, provide_pool
+from control_plane.lib.errors import exception_handlers
+from control_plane.lib.migrations import apply_migrations
+from control_plane.lib.request_id import request_id_middleware
+from control_plane.providers import controllers as providers
+from control_plane.settings import Settings
+from control_plane.system import controllers as system
+from control_plane.users.service import ensure_bootstrap_admin
+
+log = logging.getLogger("iron.control_plane")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        redis_client = redis.Redis.from_url(settings.redis_url)
+        try:
+            async with pool.acquire() as conn:
+                applied = await apply_migrations(conn)
+            if applied:
+                log.info("applied migrations: %s", ", ".join(applied))
+            if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
+                await ensure_bootstrap_admin(
+                    pool, settings.bootstrap_admin_email, settings.bootstrap_admin_password
+                )
+            app.state.update(pool=pool, redis=redis_client, started_at=time.monotonic())
+            sweeper = asyncio.create_task(run_sweeper(pool, settings.sweep_interval_s))
+            try:
+                yield
+            finally:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+        finally:
+            await redis_client.aclose()
+            await pool.close()
+
+    route_handlers: list[Any] = [
+        *system.handlers,
+        auth.login,
+        providers.create_provider,
+        *agents.handlers,
+        *limits.handlers,
+        *protocol.handlers,
+    ]
+    return Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        dependencies={
+            "pool": Provide(provide_pool, sync_to_thread=False),
+            "user": Provide(current_user),
+        },
+        exception_handlers=exception_handlers,
+        middleware=[request_id_middleware],
+        state=State({"settings": settings}),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,1 @@
+"""Who is calling: users (JWT), and agents (IC tokens)."""

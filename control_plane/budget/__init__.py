@@ -1,0 +1,1 @@
+"""The bank: budgets, leases and the usage ledger."""

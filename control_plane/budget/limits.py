@@ -1,0 +1,106 @@
+"""Budget limits: the admin's side of an agent's budget."""
+
+from typing import Annotated
+
+import asyncpg
+import msgspec
+from litestar import get, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, RawBody
+
+from control_plane.agents.schemas import BudgetUsd
+from control_plane.auth.principals import UserPrincipal, require_admin
+from control_plane.budget import repository as repo
+from control_plane.budget import service
+from control_plane.lib.errors import not_found
+from control_plane.lib.params import checked_id
+from iron import ids
+from iron.money import grant_micros, usd
+from iron.timefmt import iso
+from iron.validation import decode
+
+
+class BudgetUpdate(msgspec.Struct, kw_only=True):
+    budget: BudgetUsd
+    force: bool = False
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class BudgetState(msgspec.Struct, kw_only=True):
+    agent_id: str
+    previous_budget: float
+    budget: float
+    spent: float
+    outstanding: float
+    remaining: float
+
+
+class BudgetChange(msgspec.Struct, kw_only=True):
+    id: int
+    old_budget: float
+    new_budget: float
+    changed_by: str | None
+    reason: str | None
+    created_at: str
+
+
+class BudgetHistory(msgspec.Struct, kw_only=True):
+    agent_id: str
+    data: list[BudgetChange]
+
+
+@put("/api/v1/limits/agents/{agent_id:str}/budget")
+async def set_agent_budget(
+    agent_id: FromPath[str],
+    body: RawBody,
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
+) -> BudgetState:
+    require_admin(user)
+    checked_id(ids.AGENT, agent_id, "agent_id")
+    data = decode(body, BudgetUpdate)
+    async with pool.acquire() as conn, conn.transaction():
+        before, after = await service.set_budget(
+            conn,
+            agent_id,
+            grant_micros(data.budget),
+            force=data.force,
+            changed_by=user.user_id,
+            reason=data.reason,
+        )
+    return BudgetState(
+        agent_id=agent_id,
+        previous_budget=usd(before.budget),
+        budget=usd(after.budget),
+        spent=usd(after.spent),
+        outstanding=usd(after.outstanding),
+        remaining=usd(after.budget - after.spent - after.outstanding),
+    )
+
+
+@get("/api/v1/limits/agents/{agent_id:str}/budget/history")
+async def agent_budget_history(
+    agent_id: FromPath[str], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
+) -> BudgetHistory:
+    require_admin(user)
+    checked_id(ids.AGENT, agent_id, "agent_id")
+    if await repo.ledger_of(pool, agent_id) is None:
+        raise not_found("Agent", agent_id=agent_id)
+    rows = await repo.budget_history(pool, agent_id)
+    return BudgetHistory(
+        agent_id=agent_id,
+        data=[
+            BudgetChange(
+                id=row["id"],
+                old_budget=usd(row["old_micros"]),
+                new_budget=usd(row["new_micros"]),
+                changed_by=row["changed_by"],
+                reason=row["reason"],
+                created_at=iso(row["created_at"]),
+            )
+            for row in rows
+        ],
+    )
+
+
+handlers = [set_agent_budget, agent_budget_history]

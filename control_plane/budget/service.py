@@ -1,0 +1,188 @@
+"""Ledger operations: each one transaction that locks the agent's row first.
+
+Amounts are decided by :mod:`control_plane.budget.ledger`; SQL lives in
+:mod:`control_plane.budget.repository`. Correct under any concurrency and
+across control-plane processes, because every change to an agent's money
+happens under ``SELECT ... FOR UPDATE`` of that agent.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from control_plane.budget import ledger
+from control_plane.budget import repository as repo
+from control_plane.budget.repository import AgentLedger, LeaseRow, UsageRow
+from control_plane.lib.errors import ApiError, conflict, not_found, validation_error
+from iron import ids
+from iron.money import usd
+from iron.timefmt import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    lease: LeaseRow
+    granted: int
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    accepted: int
+    duplicates: int
+    lease: LeaseRow
+    ledger: AgentLedger
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    returned: int
+    available: int
+
+
+def budget_exhausted(state: AgentLedger) -> ApiError:
+    return ApiError(
+        403,
+        "BUDGET_EXHAUSTED",
+        "Agent budget exhausted",
+        details={
+            "agent_id": state.agent_id,
+            "budget_allocated": usd(state.budget),
+            "budget_spent": usd(state.spent),
+            "budget_outstanding": usd(state.outstanding),
+            "budget_remaining": usd(max(ledger.available(state.budget, state.spent, state.outstanding), 0)),
+        },
+    )
+
+
+async def _locked_agent(conn: asyncpg.Connection, agent_id: str) -> AgentLedger:
+    state = await repo.lock_agent(conn, agent_id)
+    if state is None or not state.active:
+        raise not_found("Agent", agent_id=agent_id)
+    return state
+
+
+async def _locked_lease(conn: asyncpg.Connection, lease_id: str, agent_id: str) -> LeaseRow:
+    lease = await repo.lock_lease(conn, lease_id, agent_id)
+    if lease is None:
+        raise not_found("Lease", lease_id=lease_id)
+    return lease
+
+
+async def handshake(
+    pool: asyncpg.Pool, agent_id: str, requested: int, holder: str | None, ttl_s: int
+) -> Granted:
+    """Open a lease with ``min(requested, available)``; nothing available is 403."""
+    async with pool.acquire() as conn, conn.transaction():
+        state = await _locked_agent(conn, agent_id)
+        granted = ledger.grant(requested, state.budget, state.spent, state.outstanding)
+        if granted == 0:
+            raise budget_exhausted(state)
+        lease_id, expires_at = ids.new_id(ids.LEASE), utcnow() + timedelta(seconds=ttl_s)
+        await repo.open_lease(
+            conn,
+            lease_id=lease_id,
+            agent_id=agent_id,
+            holder=holder,
+            granted=granted,
+            expires_at=expires_at,
+        )
+        lease = LeaseRow(lease_id, agent_id, holder, granted, 0, "open", expires_at)
+        return Granted(
+            lease, granted, ledger.available(state.budget, state.spent, state.outstanding + granted)
+        )
+
+
+async def refresh(pool: asyncpg.Pool, agent_id: str, lease_id: str, requested: int, ttl_s: int) -> Granted:
+    """Top up an open lease and extend it; ``requested == 0`` only extends (a heartbeat)."""
+    async with pool.acquire() as conn, conn.transaction():
+        state = await _locked_agent(conn, agent_id)
+        lease = await _locked_lease(conn, lease_id, agent_id)
+        if lease.status != "open":
+            raise conflict("Lease is closed; open a new one with a handshake", lease_status=lease.status)
+        granted = ledger.grant(requested, state.budget, state.spent, state.outstanding)
+        if requested > 0 and granted == 0:
+            raise budget_exhausted(state)
+        lease = await repo.top_up_lease(conn, lease, granted, utcnow() + timedelta(seconds=ttl_s))
+        return Granted(
+            lease, granted, ledger.available(state.budget, state.spent, state.outstanding + granted)
+        )
+
+
+async def report(
+    pool: asyncpg.Pool, agent_id: str, lease_id: str, events: Sequence[UsageRow], ttl_s: int
+) -> Charged:
+    """Charge the new events once each; duplicates are acknowledged and charged zero times.
+
+    Usage is never refused: a closed lease or an overdraw is still charged.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        state = await repo.lock_agent(conn, agent_id)
+        if state is None:
+            raise not_found("Agent", agent_id=agent_id)
+        lease = await _locked_lease(conn, lease_id, agent_id)
+        accepted, cost = await repo.insert_usage(conn, agent_id, lease_id, events)
+        is_open = lease.status == "open"
+        released = ledger.released_by_charge(lease.granted, lease.spent, cost) if is_open else 0
+        extend_to = utcnow() + timedelta(seconds=ttl_s) if is_open else None
+        lease = await repo.charge(conn, lease, cost, released, extend_to)
+        after = AgentLedger(
+            agent_id, state.budget, state.spent + cost, state.outstanding - released, state.active
+        )
+        return Charged(accepted, len(events) - accepted, lease, after)
+
+
+async def return_lease(pool: asyncpg.Pool, agent_id: str, lease_id: str) -> Returned:
+    """Close a lease; its unreported remainder goes back. Returning twice returns nothing."""
+    async with pool.acquire() as conn, conn.transaction():
+        state = await _locked_agent(conn, agent_id)
+        lease = await _locked_lease(conn, lease_id, agent_id)
+        unused = ledger.unused(lease.granted, lease.spent) if lease.status == "open" else 0
+        if lease.status == "open":
+            await repo.close_lease(conn, lease, "closed", unused)
+        return Returned(unused, ledger.available(state.budget, state.spent, state.outstanding - unused))
+
+
+async def expire_leases(pool: asyncpg.Pool, now: datetime | None = None, batch: int = 500) -> int:
+    """Close open leases past their expiry and return their unused grants; the sweeper's step."""
+    now = now or utcnow()
+    expired = 0
+    for agent_id in await repo.agents_with_expired_leases(pool, now, batch):
+        async with pool.acquire() as conn, conn.transaction():
+            if await repo.lock_agent(conn, agent_id) is None:
+                continue
+            for lease in await repo.expired_leases(conn, agent_id, now):
+                await repo.close_lease(conn, lease, "expired", ledger.unused(lease.granted, lease.spent))
+                expired += 1
+    return expired
+
+
+async def set_budget(
+    conn: asyncpg.Connection,
+    agent_id: str,
+    new_budget: int,
+    *,
+    force: bool,
+    changed_by: str | None,
+    reason: str | None,
+) -> tuple[AgentLedger, AgentLedger]:
+    """Change the budget only (never spent or outstanding); return the ledger before and after.
+
+    Runs in the caller's transaction so that it can join a larger one (an approval).
+    """
+    state = await _locked_agent(conn, agent_id)
+    if new_budget < state.budget:
+        if not force:
+            raise validation_error({"force": "Lowering a budget requires force: true"})
+        if not ledger.may_set_budget(new_budget, state.spent, state.outstanding):
+            raise conflict(
+                "The budget cannot drop below what is spent and lent to open leases",
+                spent=usd(state.spent),
+                outstanding=usd(state.outstanding),
+                minimum=usd(state.spent + state.outstanding),
+            )
+    await repo.set_budget(conn, agent_id, state.budget, new_budget, changed_by, reason)
+    after = AgentLedger(agent_id, new_budget, state.spent, state.outstanding, state.active)
+    return state, after

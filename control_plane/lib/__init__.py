@@ -1,0 +1,1 @@
+"""Cross-cutting helpers of the control plane: database, errors, security, request ids."""

@@ -1,0 +1,1 @@
+"""LLM providers and their keys (encrypted at rest, never returned)."""

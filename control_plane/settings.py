@@ -1,0 +1,70 @@
+"""Control-plane settings, read once from the environment."""
+
+import base64
+import os
+from dataclasses import dataclass
+
+from iron.crypto import decode_master_key
+
+# Development defaults so that `tasks.py demo` runs with no setup. Production refuses them.
+_DEV_JWT_SECRET = "iron-cage-development-jwt-secret-do-not-use"  # noqa: S105
+_DEV_MASTER_KEY = base64.b64encode(b"iron-cage-dev-master-key-0000000").decode()
+
+
+class SettingsError(Exception):
+    """A setting is missing or unsafe; the message names it and never its value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    jwt_secret: str
+    master_key: bytes
+    environment: str = "development"
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: str | None = None
+    access_token_ttl_s: int = 3600
+    refresh_token_ttl_s: int = 30 * 86400
+    lease_ttl_s: int = 15 * 60
+    sweep_interval_s: float = 30.0
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        environment = env.get("IRON_ENV", "development")
+        jwt_secret = env.get("IRON_JWT_SECRET", _DEV_JWT_SECRET)
+        master_key_text = env.get("IRON_MASTER_KEY", _DEV_MASTER_KEY)
+        for name in ("DATABASE_URL", "REDIS_URL"):
+            if not env.get(name):
+                raise SettingsError(f"{name} is not set")
+        if environment == "production":
+            if jwt_secret == _DEV_JWT_SECRET or len(jwt_secret) < 32:
+                raise SettingsError("IRON_JWT_SECRET must be set to 32+ random characters")
+            if master_key_text == _DEV_MASTER_KEY:
+                raise SettingsError("IRON_MASTER_KEY must be set in production")
+        try:
+            master_key = decode_master_key(master_key_text)
+        except ValueError as exc:
+            raise SettingsError(f"IRON_MASTER_KEY: {exc}") from None
+        return cls(
+            database_url=env["DATABASE_URL"],
+            redis_url=env["REDIS_URL"],
+            jwt_secret=jwt_secret,
+            master_key=master_key,
+            environment=environment,
+            bootstrap_admin_email=env.get("IRON_BOOTSTRAP_ADMIN_EMAIL") or None,
+            bootstrap_admin_password=env.get("IRON_BOOTSTRAP_ADMIN_PASSWORD") or None,
+            access_token_ttl_s=int(env.get("IRON_ACCESS_TOKEN_TTL", 3600)),
+            refresh_token_ttl_s=int(env.get("IRON_REFRESH_TOKEN_TTL", 30 * 86400)),
+            lease_ttl_s=int(env.get("IRON_LEASE_TTL", 15 * 60)),
+            sweep_interval_s=float(env.get("IRON_SWEEP_INTERVAL", 30)),
+            db_pool_min=int(env.get("IRON_DB_POOL_MIN", 2)),
+            db_pool_max=int(env.get("IRON_DB_POOL_MAX", 20)),
+        )

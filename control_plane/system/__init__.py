@@ -1,0 +1,1 @@
+"""Health and version: public, for load balancers and clients."""

@@ -1,0 +1,1 @@
+"""IC tokens: the credential of one agent for the budget protocol."""

@@ -1,0 +1,34 @@
+"""Money as integer microdollars inside; USD numbers only at the API edge.
+
+Floats never take part in arithmetic. A USD amount arriving as a JSON number is
+converted through its shortest decimal representation, so ``0.015`` is exactly
+15,000 microdollars. Charges round up (a provider never bills less than it
+said), grants round down (we never hand out budget we do not have).
+"""
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+MICROS_PER_USD = 1_000_000
+_MICRO = Decimal("0.000001")
+
+
+def _to_decimal(usd: float | int | str | Decimal) -> Decimal:
+    value = usd if isinstance(usd, Decimal) else Decimal(repr(usd) if isinstance(usd, float) else usd)
+    if not value.is_finite():
+        raise ValueError("money must be a finite number")
+    return value
+
+
+def charge_micros(usd: float | int | str | Decimal) -> int:
+    """USD to microdollars for a cost: rounds up to the next microdollar."""
+    return int(_to_decimal(usd).quantize(_MICRO, rounding=ROUND_CEILING) * MICROS_PER_USD)
+
+
+def grant_micros(usd: float | int | str | Decimal) -> int:
+    """USD to microdollars for budget we give out: rounds down."""
+    return int(_to_decimal(usd).quantize(_MICRO, rounding=ROUND_FLOOR) * MICROS_PER_USD)
+
+
+def usd(micros: int, places: int = 2) -> float:
+    """Microdollars to a USD JSON number: 2 places for budgets and totals, 6 for per-call costs."""
+    return float((Decimal(micros) / MICROS_PER_USD).quantize(Decimal(1).scaleb(-places)))

@@ -1,0 +1,95 @@
+"""Strict JSON decoding that reports every field error of a request at once.
+
+msgspec stops at the first error. That is the fast path: a valid body is
+decoded in one call. Only when it fails do we walk the raw document field by
+field, so a client sees all of its mistakes in one response.
+"""
+
+from typing import Annotated, Any, TypeVar, get_args, get_origin
+
+import msgspec
+
+T = TypeVar("T")
+
+FieldErrors = dict[str, str]
+
+
+class InvalidBody(Exception):
+    """The body is not what the endpoint takes; ``fields`` maps a JSON path to a message."""
+
+    def __init__(self, fields: FieldErrors, message: str = "Request validation failed") -> None:
+        super().__init__(message)
+        self.fields = fields
+        self.message = message
+
+
+def _clean(error: msgspec.ValidationError) -> tuple[str, str]:
+    """Split msgspec's ``"Expected `int` - at `$.a[0]`"`` into a relative path and a message."""
+    text = str(error)
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return "", text
+    return where.rstrip("`").removeprefix("$"), message
+
+
+def _join(prefix: str, suffix: str) -> str:
+    if not suffix:
+        return prefix
+    if suffix.startswith("["):
+        return prefix + suffix
+    return f"{prefix}.{suffix.lstrip('.')}" if prefix else suffix.lstrip(".")
+
+
+def _collect(raw: Any, type_: Any, path: str, errors: FieldErrors) -> None:
+    if get_origin(type_) is Annotated:
+        before = len(errors)
+        _collect(raw, get_args(type_)[0], path, errors)
+        if len(errors) == before:
+            _convert(raw, type_, path, errors)  # the constraints on the whole value
+        return
+    if isinstance(type_, type) and issubclass(type_, msgspec.Struct):
+        if not isinstance(raw, dict):
+            errors[path or "body"] = "Expected a JSON object"
+            return
+        before = len(errors)
+        for field in msgspec.structs.fields(type_):
+            where = _join(path, field.encode_name)
+            if field.encode_name not in raw:
+                if field.required:
+                    errors[where] = "Field required"
+                continue
+            _collect(raw[field.encode_name], field.type, where, errors)
+        if len(errors) == before:
+            _convert(raw, type_, path, errors)  # cross-field rules (__post_init__)
+        return
+    if get_origin(type_) is list and isinstance(raw, list):
+        (item_type,) = get_args(type_) or (Any,)
+        for index, item in enumerate(raw):
+            _collect(item, item_type, f"{path}[{index}]", errors)
+        return
+    _convert(raw, type_, path, errors)
+
+
+def _convert(raw: Any, type_: Any, path: str, errors: FieldErrors) -> None:
+    try:
+        msgspec.convert(raw, type_, strict=True)
+    except msgspec.ValidationError as exc:
+        where, message = _clean(exc)
+        errors[_join(path, where) or "body"] = message
+
+
+def decode(body: bytes, type_: type[T]) -> T:
+    """Decode ``body`` as ``type_`` or raise :class:`InvalidBody` naming every bad field."""
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        raise InvalidBody({"body": "Malformed JSON"}, "Request body is not valid JSON") from None
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.ValidationError as exc:  # e.g. a number too large for any type
+        raise InvalidBody({"body": _clean(exc)[1]}) from None
+    errors: FieldErrors = {}
+    _collect(raw, type_, "", errors)
+    raise InvalidBody(errors or {"body": "Invalid request body"})

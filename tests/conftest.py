@@ -1,0 +1,204 @@
+"""Fixtures: real PostgreSQL and Redis (the machine's, or embedded ones), a fresh database per run."""
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as redis
+from litestar import Litestar
+
+from control_plane.app import create_app
+from control_plane.settings import Settings
+from iron.embedded import ServiceUrls, default_data_root, services
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "correct horse battery staple"
+FAKE_PROVIDER_KEY = "sk-test-provider-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> Iterator[ServiceUrls]:
+    with services(default_data_root() / "test") as urls:
+        yield urls
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+async def database_url(service_urls: ServiceUrls) -> AsyncIterator[str]:
+    name = f"iron_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(service_urls.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(service_urls.database_url, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_url(service_urls: ServiceUrls) -> str:
+    client = redis.Redis.from_url(service_urls.redis_url)
+    await client.flushdb()
+    await client.aclose()
+    return service_urls.redis_url
+
+
+@pytest.fixture(scope="session")
+def env(database_url: str, redis_url: str) -> dict[str, str]:
+    """The environment a control plane under test runs with."""
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "IRON_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+        "IRON_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "IRON_SWEEP_INTERVAL": "3600",
+    }
+
+
+@pytest.fixture(scope="session")
+async def app(env: dict[str, str]) -> AsyncIterator[Litestar]:
+    """The real application, started (migrations, pool, Redis) in the tests' own event loop."""
+    application = create_app(Settings.from_env(env))
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def serve() -> None:  # the lifespan must be entered and left by one task
+        async with application.lifespan():
+            started.set()
+            await stop.wait()
+
+    server = asyncio.create_task(serve())
+    ready = asyncio.create_task(started.wait())
+    await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        server.result()  # start-up failed: raise its error
+    yield application
+    stop.set()
+    await server
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://control-plane") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def pool(app: Litestar) -> asyncpg.Pool:
+    pool: asyncpg.Pool = app.state.pool
+    return pool
+
+
+async def login(client: Any, email: str, password: str) -> dict[str, str]:
+    response = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['user_token']}"}
+
+
+@pytest.fixture(scope="session")
+async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    return await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+async def provider_id(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> str:
+    response = await client.post(
+        "/api/v1/providers",
+        headers=admin_headers,
+        json={
+            "name": "openai-main",
+            "type": "openai",
+            "endpoint": "https://api.openai.example/v1",
+            "credentials": {"api_key": FAKE_PROVIDER_KEY},
+            "models": ["gpt-4o-mini"],
+        },
+    )
+    assert response.status_code == 201, response.text
+    provider: str = response.json()["id"]
+    return provider
+
+
+@dataclass(frozen=True)
+class AgentHandle:
+    id: str
+    ic_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.ic_token}"}
+
+
+MakeAgent = Callable[..., Awaitable[AgentHandle]]
+
+
+@pytest.fixture(scope="session")
+def make_agent(client: httpx.AsyncClient, admin_headers: dict[str, str], provider_id: str) -> MakeAgent:
+    async def make(budget: float = 100.0, providers: list[str] | None = None) -> AgentHandle:
+        response = await client.post(
+            "/api/v1/agents",
+            headers=admin_headers,
+            json={
+                "name": f"agent-{secrets.token_hex(3)}",
+                "budget": budget,
+                "providers": [provider_id] if providers is None else providers,
+            },
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return AgentHandle(body["id"], body["ic_token"]["token"])
+
+    return make
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def control_plane_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
+    """Two real control-plane processes on the test database, for cross-process races."""
+    procs, urls = [], []
+    for _ in range(2):
+        port = _free_port()
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "control_plane", "--port", str(port)],
+                env={**os.environ, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        urls.append(f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + 30
+    for url in urls:
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("control plane did not start")
+            time.sleep(0.1)
+    yield urls
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)

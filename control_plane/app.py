@@ -20,10 +20,11 @@ from control_plane.budget.sweeper import run_sweeper
 from control_plane.lib.db import create_pool, provide_pool
 from control_plane.lib.errors import exception_handlers
 from control_plane.lib.migrations import apply_migrations
-from control_plane.lib.request_id import request_id_middleware
+from control_plane.lib.request_id import attach_request_id
 from control_plane.providers import controllers as providers
 from control_plane.settings import Settings
 from control_plane.system import controllers as system
+from control_plane.tokens import controllers as ic_tokens
 from control_plane.users.service import ensure_bootstrap_admin
 
 log = logging.getLogger("iron.control_plane")
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         providers.create_provider,
         *agents.handlers,
         *limits.handlers,
+        *ic_tokens.handlers,
         *protocol.handlers,
     ]
     return Litestar(
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "user": Provide(current_user),
         },
         exception_handlers=exception_handlers,
-        middleware=[request_id_middleware],
+        before_send=[attach_request_id],
         state=State({"settings": settings}),
         logging_config=None,
         debug=False,

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
+from control_plane.lib.db import Conn, Executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ _SELECT = (
 
 
 async def insert(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     agent_id: str,
     name: str,
@@ -64,6 +64,6 @@ async def insert(
     )
 
 
-async def by_id(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> AgentRow | None:
+async def by_id(conn: Executor, agent_id: str) -> AgentRow | None:
     row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1 AND a.status <> 'deleted'", agent_id)
     return AgentRow(**row) if row else None

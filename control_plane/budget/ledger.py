@@ -30,6 +30,15 @@ def released_by_charge(granted: int, lease_spent: int, cost: int) -> int:
     return unused(granted, lease_spent) - unused(granted, lease_spent + cost)
 
 
+def added_by_top_up(granted: int, lease_spent: int, extra: int) -> int:
+    """How much a top-up of ``extra`` adds to ``outstanding``.
+
+    On an overdrawn lease part of the top-up only covers usage already charged,
+    so it never becomes unused grant.
+    """
+    return unused(granted + extra, lease_spent) - unused(granted, lease_spent)
+
+
 def may_set_budget(new_budget: int, spent: int, outstanding: int) -> bool:
     """A budget may not drop below what is already spent or lent out to leases."""
     return new_budget >= spent + outstanding

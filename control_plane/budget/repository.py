@@ -9,6 +9,8 @@ from datetime import datetime
 
 import asyncpg
 
+from control_plane.lib.db import Conn, Executor
+
 
 @dataclass(frozen=True, slots=True)
 class AgentLedger:
@@ -49,7 +51,7 @@ _LEASE_COLUMNS = "id, agent_id, holder, granted_micros AS granted, spent_micros 
 _LEDGER_COLUMNS = "id, budget_micros, spent_micros, outstanding_micros, status = 'active'"
 
 
-async def lock_agent(conn: asyncpg.Connection, agent_id: str) -> AgentLedger | None:
+async def lock_agent(conn: Conn, agent_id: str) -> AgentLedger | None:
     row = await conn.fetchrow(
         f"SELECT {_LEDGER_COLUMNS} FROM agents WHERE id = $1 FOR UPDATE",
         agent_id,
@@ -57,12 +59,12 @@ async def lock_agent(conn: asyncpg.Connection, agent_id: str) -> AgentLedger | N
     return AgentLedger(*row) if row else None
 
 
-async def ledger_of(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> AgentLedger | None:
+async def ledger_of(conn: Executor, agent_id: str) -> AgentLedger | None:
     row = await conn.fetchrow(f"SELECT {_LEDGER_COLUMNS} FROM agents WHERE id = $1", agent_id)
     return AgentLedger(*row) if row else None
 
 
-async def lock_lease(conn: asyncpg.Connection, lease_id: str, agent_id: str) -> LeaseRow | None:
+async def lock_lease(conn: Conn, lease_id: str, agent_id: str) -> LeaseRow | None:
     row = await conn.fetchrow(
         f"SELECT {_LEASE_COLUMNS} FROM leases WHERE id = $1 AND agent_id = $2 FOR UPDATE",
         lease_id,
@@ -72,7 +74,7 @@ async def lock_lease(conn: asyncpg.Connection, lease_id: str, agent_id: str) -> 
 
 
 async def open_lease(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     lease_id: str,
     agent_id: str,
@@ -96,12 +98,13 @@ async def open_lease(
 
 
 async def top_up_lease(
-    conn: asyncpg.Connection, lease: LeaseRow, granted: int, expires_at: datetime
+    conn: Conn, lease: LeaseRow, granted: int, added: int, expires_at: datetime
 ) -> LeaseRow:
+    """Grow the lease's grant by ``granted``; ``added`` of it becomes outstanding."""
     await conn.execute(
         "UPDATE agents SET outstanding_micros = outstanding_micros + $2 WHERE id = $1",
         lease.agent_id,
-        granted,
+        added,
     )
     row = await conn.fetchrow(
         "UPDATE leases SET granted_micros = granted_micros + $2,"
@@ -111,11 +114,12 @@ async def top_up_lease(
         granted,
         expires_at,
     )
+    assert row is not None  # the caller holds the lease's lock
     return LeaseRow(**row)
 
 
 async def insert_usage(
-    conn: asyncpg.Connection, agent_id: str, lease_id: str | None, events: Sequence[UsageRow]
+    conn: Conn, agent_id: str, lease_id: str | None, events: Sequence[UsageRow]
 ) -> tuple[int, int]:
     """Insert the events that are new; return how many and the sum of their costs.
 
@@ -148,7 +152,7 @@ async def insert_usage(
 
 
 async def charge(
-    conn: asyncpg.Connection,
+    conn: Conn,
     lease: LeaseRow,
     cost: int,
     released: int,
@@ -177,10 +181,11 @@ async def charge(
         extend_to,
         released,
     )
+    assert row is not None  # the caller holds the lease's lock
     return LeaseRow(**row)
 
 
-async def close_lease(conn: asyncpg.Connection, lease: LeaseRow, status: str, unused: int) -> None:
+async def close_lease(conn: Conn, lease: LeaseRow, status: str, unused: int) -> None:
     await conn.execute(
         "UPDATE agents SET outstanding_micros = outstanding_micros - $2 WHERE id = $1",
         lease.agent_id,
@@ -189,9 +194,7 @@ async def close_lease(conn: asyncpg.Connection, lease: LeaseRow, status: str, un
     await conn.execute("UPDATE leases SET status = $2, closed_at = now() WHERE id = $1", lease.id, status)
 
 
-async def agents_with_expired_leases(
-    conn: asyncpg.Pool | asyncpg.Connection, now: datetime, limit: int
-) -> list[str]:
+async def agents_with_expired_leases(conn: Executor, now: datetime, limit: int) -> list[str]:
     rows = await conn.fetch(
         "SELECT DISTINCT agent_id FROM leases WHERE status = 'open' AND expires_at <= $1 LIMIT $2",
         now,
@@ -200,7 +203,7 @@ async def agents_with_expired_leases(
     return [row["agent_id"] for row in rows]
 
 
-async def expired_leases(conn: asyncpg.Connection, agent_id: str, now: datetime) -> list[LeaseRow]:
+async def expired_leases(conn: Conn, agent_id: str, now: datetime) -> list[LeaseRow]:
     rows = await conn.fetch(
         f"SELECT {_LEASE_COLUMNS} FROM leases"
         " WHERE agent_id = $1 AND status = 'open' AND expires_at <= $2 FOR UPDATE",
@@ -211,7 +214,7 @@ async def expired_leases(conn: asyncpg.Connection, agent_id: str, now: datetime)
 
 
 async def set_budget(
-    conn: asyncpg.Connection,
+    conn: Conn,
     agent_id: str,
     old: int,
     new: int,
@@ -232,7 +235,7 @@ async def set_budget(
     )
 
 
-async def budget_history(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> list[asyncpg.Record]:
+async def budget_history(conn: Executor, agent_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, old_micros, new_micros, changed_by, reason, created_at FROM budget_changes"
         " WHERE agent_id = $1 ORDER BY created_at DESC, id DESC",

@@ -15,6 +15,7 @@ import asyncpg
 from control_plane.budget import ledger
 from control_plane.budget import repository as repo
 from control_plane.budget.repository import AgentLedger, LeaseRow, UsageRow
+from control_plane.lib.db import Conn
 from control_plane.lib.errors import ApiError, conflict, not_found, validation_error
 from iron import ids
 from iron.money import usd
@@ -57,14 +58,14 @@ def budget_exhausted(state: AgentLedger) -> ApiError:
     )
 
 
-async def _locked_agent(conn: asyncpg.Connection, agent_id: str) -> AgentLedger:
+async def _locked_agent(conn: Conn, agent_id: str) -> AgentLedger:
     state = await repo.lock_agent(conn, agent_id)
     if state is None or not state.active:
         raise not_found("Agent", agent_id=agent_id)
     return state
 
 
-async def _locked_lease(conn: asyncpg.Connection, lease_id: str, agent_id: str) -> LeaseRow:
+async def _locked_lease(conn: Conn, lease_id: str, agent_id: str) -> LeaseRow:
     lease = await repo.lock_lease(conn, lease_id, agent_id)
     if lease is None:
         raise not_found("Lease", lease_id=lease_id)
@@ -105,10 +106,10 @@ async def refresh(pool: asyncpg.Pool, agent_id: str, lease_id: str, requested: i
         granted = ledger.grant(requested, state.budget, state.spent, state.outstanding)
         if requested > 0 and granted == 0:
             raise budget_exhausted(state)
-        lease = await repo.top_up_lease(conn, lease, granted, utcnow() + timedelta(seconds=ttl_s))
-        return Granted(
-            lease, granted, ledger.available(state.budget, state.spent, state.outstanding + granted)
-        )
+        added = ledger.added_by_top_up(lease.granted, lease.spent, granted)
+        expires_at = utcnow() + timedelta(seconds=ttl_s)
+        lease = await repo.top_up_lease(conn, lease, granted, added, expires_at)
+        return Granted(lease, granted, ledger.available(state.budget, state.spent, state.outstanding + added))
 
 
 async def report(
@@ -160,7 +161,7 @@ async def expire_leases(pool: asyncpg.Pool, now: datetime | None = None, batch: 
 
 
 async def set_budget(
-    conn: asyncpg.Connection,
+    conn: Conn,
     agent_id: str,
     new_budget: int,
     *,

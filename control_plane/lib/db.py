@@ -3,8 +3,14 @@
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from litestar import Request
 from litestar.datastructures import State
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+"""A connection, as taken from the pool or opened directly: what a transaction runs on."""
+Executor = asyncpg.Pool | Conn
+"""Anything a single statement can run on."""
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:

@@ -7,18 +7,18 @@ wait and then find nothing left to do.
 
 from importlib import resources
 
-import asyncpg
+from control_plane.lib.db import Conn
 
 _LOCK_KEY = 0x1C0_CA6E  # any constant, shared by every replica
 
 
 def _migration_files() -> list[tuple[str, str]]:
     folder = resources.files("control_plane") / "migrations"
-    files = sorted(entry for entry in folder.iterdir() if entry.name.endswith(".sql"))
-    return [(entry.name.removesuffix(".sql"), entry.read_text()) for entry in files]
+    files = sorted((entry.name, entry) for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), entry.read_text()) for name, entry in files]
 
 
-async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
+async def apply_migrations(conn: Conn) -> list[str]:
     """Apply pending migrations; return the versions applied by this call."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)

@@ -1,13 +1,14 @@
 """Every request gets an id (``req_<uuid4>``), returned as ``X-Request-ID`` and in errors.
 
 A well-formed id sent by the client is kept, so a trace can span services.
-Plain ASGI, so it costs one header write per response.
+It is attached by an app-level ``before_send`` hook rather than middleware,
+because Litestar runs middleware only for matched routes and a 404 needs an id too.
 """
 
 import re
 from typing import Any
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 from iron import ids
 
@@ -17,27 +18,18 @@ _STATE_KEY = "iron_request_id"
 
 
 def request_id_of(scope: Any) -> str:
-    state = scope.get("state") or {}
-    return str(state.get(_STATE_KEY, ""))
-
-
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        incoming = next((v for k, v in scope["headers"] if k == _HEADER), b"")
+    """The request's id, fixed on first use."""
+    state = scope.setdefault("state", {})
+    rid: str | None = state.get(_STATE_KEY)
+    if rid is None:
+        incoming = next((v for k, v in scope.get("headers", ()) if k == _HEADER), b"")
         rid = incoming.decode() if _ACCEPTED.match(incoming) else ids.new_id(ids.REQUEST)
-        scope.setdefault("state", {})[_STATE_KEY] = rid  # type: ignore[typeddict-item]
-        encoded = rid.encode()
+        state[_STATE_KEY] = rid
+    return rid
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((_HEADER, encoded))
-                message["headers"] = headers
-            await send(message)
 
-        await app(scope, receive, send_with_id)
-
-    return middleware
+def attach_request_id(message: Message, scope: Scope) -> None:
+    if message["type"] == "http.response.start":
+        headers = list(message.get("headers", []))
+        headers.append((_HEADER, request_id_of(scope).encode()))
+        message["headers"] = headers

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
+from control_plane.lib.db import Executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ _COLUMNS = "id, name, type, endpoint, models, status, created_at, updated_at"
 
 
 async def insert(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: Executor,
     *,
     provider_id: str,
     name: str,
@@ -52,14 +52,12 @@ async def insert(
     return ProviderRow(**row) if row else None
 
 
-async def existing_ids(conn: asyncpg.Pool | asyncpg.Connection, provider_ids: list[str]) -> set[str]:
+async def existing_ids(conn: Executor, provider_ids: list[str]) -> set[str]:
     rows = await conn.fetch("SELECT id FROM providers WHERE id = ANY($1::text[])", provider_ids)
     return {row["id"] for row in rows}
 
 
-async def for_agent(
-    conn: asyncpg.Pool | asyncpg.Connection, agent_id: str, wanted: str | None = None
-) -> SealedKey | None:
+async def for_agent(conn: Executor, agent_id: str, wanted: str | None = None) -> SealedKey | None:
     """The agent's provider: ``wanted`` (an id, name or type) among its assigned ones, else its first."""
     row = await conn.fetchrow(
         f"SELECT {', '.join('p.' + c for c in _COLUMNS.split(', '))}, p.key_ciphertext"

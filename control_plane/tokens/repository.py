@@ -3,9 +3,8 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
 from control_plane.auth.secrets import new_token, token_hash
+from control_plane.lib.db import Conn, Executor
 from iron import ids
 
 
@@ -22,7 +21,7 @@ class TokenOwner:
     agent_id: str
 
 
-async def issue(conn: asyncpg.Connection, agent_id: str) -> IssuedToken:
+async def issue(conn: Conn, agent_id: str) -> IssuedToken:
     """Revoke the agent's live token, if any, and issue a new one: call inside a transaction."""
     await conn.execute(
         "UPDATE ic_tokens SET revoked_at = now() WHERE agent_id = $1 AND revoked_at IS NULL",
@@ -38,7 +37,7 @@ async def issue(conn: asyncpg.Connection, agent_id: str) -> IssuedToken:
     return IssuedToken(token_id, token, created_at)
 
 
-async def revoke_for_agent(conn: asyncpg.Pool | asyncpg.Connection, agent_id: str) -> bool:
+async def revoke_for_agent(conn: Executor, agent_id: str) -> bool:
     status = await conn.execute(
         "UPDATE ic_tokens SET revoked_at = now() WHERE agent_id = $1 AND revoked_at IS NULL",
         agent_id,
@@ -46,7 +45,7 @@ async def revoke_for_agent(conn: asyncpg.Pool | asyncpg.Connection, agent_id: st
     return bool(status != "UPDATE 0")
 
 
-async def owner(conn: asyncpg.Pool | asyncpg.Connection, token: str) -> TokenOwner | None:
+async def owner(conn: Executor, token: str) -> TokenOwner | None:
     """The live token's agent, if the agent is live too."""
     row = await conn.fetchrow(
         "SELECT t.id, t.agent_id FROM ic_tokens t JOIN agents a ON a.id = t.agent_id"

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
+from control_plane.lib.db import Executor
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +21,7 @@ class UserRow:
 _COLUMNS = "id, email, name, role, status, password_hash, created_at, updated_at"
 
 
-async def by_email(conn: asyncpg.Pool | asyncpg.Connection, email: str) -> UserRow | None:
+async def by_email(conn: Executor, email: str) -> UserRow | None:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} FROM users WHERE lower(email) = lower($1) AND status <> 'deleted'",
         email,
@@ -29,13 +29,13 @@ async def by_email(conn: asyncpg.Pool | asyncpg.Connection, email: str) -> UserR
     return UserRow(**row) if row else None
 
 
-async def by_id(conn: asyncpg.Pool | asyncpg.Connection, user_id: str) -> UserRow | None:
+async def by_id(conn: Executor, user_id: str) -> UserRow | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)
     return UserRow(**row) if row else None
 
 
 async def insert_if_absent(
-    conn: asyncpg.Pool | asyncpg.Connection,
+    conn: Executor,
     *,
     user_id: str,
     email: str,

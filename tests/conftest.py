@@ -33,7 +33,7 @@ def service_urls() -> Iterator[ServiceUrls]:
         yield urls
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
 
@@ -44,7 +44,7 @@ async def database_url(service_urls: ServiceUrls) -> AsyncIterator[str]:
     admin = await asyncpg.connect(service_urls.database_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield _with_database(service_urls.database_url, name)
+        yield with_database(service_urls.database_url, name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

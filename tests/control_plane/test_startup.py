@@ -1,0 +1,93 @@
+"""How the control plane starts: migrations under concurrency, settings, health and version."""
+
+import asyncio
+import secrets
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from control_plane.app import create_app
+from control_plane.lib.migrations import apply_migrations
+from control_plane.settings import Settings, SettingsError
+from iron.embedded import ServiceUrls
+from tests.conftest import with_database
+
+
+async def test_replicas_starting_at_once_apply_each_migration_exactly_once(
+    service_urls: ServiceUrls,
+) -> None:
+    name = f"iron_mig_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(service_urls.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = with_database(service_urls.database_url, name)
+        conns = [await asyncpg.connect(url) for _ in range(4)]
+        results = await asyncio.gather(*(apply_migrations(conn) for conn in conns))
+        applied = [versions for versions in results if versions]
+        assert len(applied) == 1, results
+        assert applied[0][0] == "0001_foundation"
+        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == len(applied[0])
+        assert await apply_migrations(conns[0]) == []
+        for conn in conns:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def test_production_refuses_default_secrets() -> None:
+    base = {"DATABASE_URL": "postgresql://db/x", "REDIS_URL": "redis://r", "IRON_ENV": "production"}
+    with pytest.raises(SettingsError, match="IRON_JWT_SECRET"):
+        Settings.from_env(base)
+    with pytest.raises(SettingsError, match="IRON_MASTER_KEY"):
+        Settings.from_env({**base, "IRON_JWT_SECRET": secrets.token_urlsafe(48)})
+    with pytest.raises(SettingsError, match="IRON_MASTER_KEY"):
+        Settings.from_env(
+            {**base, "IRON_JWT_SECRET": secrets.token_urlsafe(48), "IRON_MASTER_KEY": "c2hvcnQ="}
+        )
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        Settings.from_env({"REDIS_URL": "redis://r"})
+
+
+async def test_health_is_200_with_every_service_up(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["services"] == {"database": "healthy", "redis": "healthy"}
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+async def test_health_is_503_naming_the_failed_service(env: dict[str, str]) -> None:
+    app = create_app(Settings.from_env({**env, "REDIS_URL": "redis://127.0.0.1:1/0"}))
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def serve() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    server = asyncio.create_task(serve())
+    await started.wait()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cp") as http:
+            response = await http.get("/api/health")
+    finally:
+        stop.set()
+        await server
+    assert response.status_code == 503
+    body: dict[str, Any] = response.json()
+    assert body["services"] == {"database": "healthy", "redis": "unhealthy"}
+    assert [error["service"] for error in body["errors"]] == ["redis"]
+    assert "127.0.0.1:1" not in response.text  # no connection details leak
+
+
+async def test_version_and_its_alias(client: httpx.AsyncClient) -> None:
+    for path in ("/api/version", "/api/v1/version"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert response.json()["current_version"] == "v1"
+        assert response.json()["latest_endpoint"] == "/api/v1"

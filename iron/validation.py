@@ -5,6 +5,7 @@ decoded in one call. Only when it fails do we walk the raw document field by
 field, so a client sees all of its mistakes in one response.
 """
 
+import math
 from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import msgspec
@@ -75,6 +76,9 @@ def _collect(raw: Any, type_: Any, path: str, errors: FieldErrors) -> None:
 
 
 def _convert(raw: Any, type_: Any, path: str, errors: FieldErrors) -> None:
+    if isinstance(raw, float) and not math.isfinite(raw):  # 1e999, turned into inf above
+        errors[path or "body"] = "Number out of range"
+        return
     try:
         msgspec.convert(raw, type_, strict=True)
     except msgspec.ValidationError as exc:

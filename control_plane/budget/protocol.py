@@ -62,7 +62,7 @@ async def handshake(
     request: Request[Any, Any, Any], body: RawBody, pool: NamedDependency[asyncpg.Pool]
 ) -> HandshakeResponse:
     agent = await current_agent(request, body)
-    data = decode(body, HandshakeRequest)
+    data = decode(body or b"{}", HandshakeRequest)  # every field has a default
     sealed = await providers.for_agent(pool, agent.agent_id, data.provider)
     if data.provider is not None and sealed is None:
         raise validation_error({"provider": "No such provider is assigned to this agent"})

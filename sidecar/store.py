@@ -1,0 +1,318 @@
+"""The sidecar's lease state in Redis, behind one small typed interface.
+
+Every replica of the sidecar and every runtime process of one agent share a single lease, so each
+state change is one Lua script from the repo's ``lua/`` folder: atomic without locks or WATCH
+retries, and one round trip on the hot path. Service logic sees only :class:`LeaseStore` and
+plain values; nothing outside this module knows about keys, scripts or reply shapes.
+
+All keys of an agent share the hash tag ``{agent_id}``, so the scripts also run on Redis Cluster.
+Money is integer microdollars throughout.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+__all__ = [
+    "CommitOutcome",
+    "CommitResult",
+    "LeaseSnapshot",
+    "LeaseStore",
+    "ReserveOutcome",
+    "ReserveResult",
+    "StoreKeys",
+    "UsageEvent",
+    "UsageStatus",
+]
+
+#: Holds released by one expire call when none is given; reserve.lua releases up to 32 itself.
+DEFAULT_EXPIRE_LIMIT: Final = 256
+
+
+#: The repo's ``lua/`` folder: one definition of each script, shared by every sidecar.
+LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+
+
+@cache
+def _lua(name: str) -> str:
+    """Script text, read once per process: stores of many agents share it."""
+    return (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ReserveOutcome(enum.Enum):
+    ADMITTED = "admitted"
+    #: Not enough budget left on the lease for the estimate.
+    REFUSED = "refused"
+    #: No lease installed yet: ask the control plane for one.
+    NO_LEASE = "no_lease"
+    #: The lease's ``expires_at`` has passed: renew it (same id, later expiry) or install a new one.
+    LEASE_EXPIRED = "lease_expired"
+
+
+class CommitOutcome(enum.Enum):
+    CHARGED = "charged"
+    #: Charged in full though no hold was live (unknown id or expired); flagged in the journal.
+    CHARGED_UNKNOWN_RESERVATION = "charged_unknown_reservation"
+    #: Already charged within the dedup window: charged and journaled zero times now.
+    DUPLICATE = "duplicate"
+
+
+class ReserveResult(NamedTuple):
+    outcome: ReserveOutcome
+    #: granted - spent - reserved after the call (may be negative after over-budget usage).
+    remaining_micros: int
+
+
+class CommitResult(NamedTuple):
+    outcome: CommitOutcome
+    #: granted - spent - reserved after the call (may be negative: usage is never dropped).
+    remaining_micros: int
+
+
+# Lua reply codes -> outcomes; indexing a dict is the whole reply parse.
+_RESERVE: Final = {
+    1: ReserveOutcome.ADMITTED,
+    0: ReserveOutcome.REFUSED,
+    -1: ReserveOutcome.NO_LEASE,
+    -2: ReserveOutcome.LEASE_EXPIRED,
+}
+_COMMIT: Final = {
+    1: CommitOutcome.CHARGED,
+    2: CommitOutcome.CHARGED_UNKNOWN_RESERVATION,
+    0: CommitOutcome.DUPLICATE,
+}
+
+UsageStatus = Literal["completed", "failed"]
+_STATUSES: Final = frozenset(("completed", "failed"))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """What one LLM call used. The idempotency id is the commit/report argument, not a field,
+    so there is exactly one place it can come from."""
+
+    cost_micros: int
+    input_tokens: int
+    output_tokens: int
+    model: str
+    provider: str
+    status: UsageStatus
+    #: When the call finished (ms epoch); journaled as ``ts``.
+    ts_ms: int
+    latency_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSnapshot:
+    lease_id: str | None
+    granted_micros: int
+    spent_micros: int
+    reserved_micros: int
+    remaining_micros: int
+    expires_at_ms: int
+    journal_length: int
+    live_reservations: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreKeys:
+    """Key names of one agent; the journal key is what a flusher reads."""
+
+    lease: str
+    res: str
+    res_exp: str
+    seen: str
+    journal: str
+
+    @classmethod
+    def for_agent(cls, agent_id: str) -> StoreKeys:
+        if not agent_id or "{" in agent_id or "}" in agent_id:
+            raise ValueError("agent id must be non-empty and free of '{' and '}' (hash tag)")
+        p = f"iron:{{{agent_id}}}:"
+        return cls(p + "lease", p + "res", p + "res_exp", p + "seen", p + "journal")
+
+
+def _micros(value: int, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} must be a non-negative int of microdollars, got {value!r}")
+    return value
+
+
+def _int(raw: bytes | str | None) -> int:
+    return 0 if raw is None else int(raw)
+
+
+class LeaseStore:
+    """One agent's lease in Redis: reserve / commit / cancel / report / expire / install.
+
+    Safe to share between tasks and to run in any number of processes against the same Redis:
+    every mutation is a single script. Works with ``decode_responses`` on or off.
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_commit",
+        "_dedup_window_ms",
+        "_expire",
+        "_hold_ms",
+        "_install",
+        "_k_lease",
+        "_k_report",
+        "_k_res",
+        "_k_res_commit",
+        "_redis",
+        "_report",
+        "_reserve",
+        "agent_id",
+        "keys",
+    )
+
+    def __init__(
+        self,
+        redis: Redis,
+        agent_id: str,
+        *,
+        hold_ms: int = 60_000,
+        dedup_window_ms: int = 86_400_000,
+    ) -> None:
+        if hold_ms <= 0 or dedup_window_ms <= 0:
+            raise ValueError("hold_ms and dedup_window_ms must be positive")
+        self._redis = redis
+        self._hold_ms = hold_ms
+        self._dedup_window_ms = dedup_window_ms
+        self.agent_id = agent_id
+        self.keys = k = StoreKeys.for_agent(agent_id)
+        # Key tuples built once; each call only adds its ARGV.
+        self._k_lease = (k.lease,)
+        self._k_res = (k.lease, k.res, k.res_exp)
+        self._k_res_commit = (k.lease, k.res, k.res_exp, k.seen, k.journal)
+        self._k_report = (k.lease, k.seen, k.journal)
+        # redis-py's script objects call EVALSHA and on NOSCRIPT (SCRIPT FLUSH, restart,
+        # failover) load the script and retry, so no call ever ships the full text twice.
+        self._reserve: AsyncScript = redis.register_script(_lua("reserve"))
+        self._commit: AsyncScript = redis.register_script(_lua("commit"))
+        self._cancel: AsyncScript = redis.register_script(_lua("cancel"))
+        self._report: AsyncScript = redis.register_script(_lua("report"))
+        self._expire: AsyncScript = redis.register_script(_lua("expire_reservations"))
+        self._install: AsyncScript = redis.register_script(_lua("install_lease"))
+
+    async def install_lease(self, lease_id: str, granted_total_micros: int, expires_at_ms: int) -> int:
+        """Install a lease or apply a top-up; returns remaining micros.
+
+        ``granted_total_micros`` is the lease's total grant so far, not an increment: a replayed
+        or reordered top-up then cannot grant twice. A different lease id restarts ``spent`` at 0
+        and keeps live reservations.
+        """
+        if not lease_id:
+            raise ValueError("lease id must be non-empty")
+        _micros(granted_total_micros, "granted_total_micros")
+        remaining: int = await self._install(self._k_lease, (lease_id, granted_total_micros, expires_at_ms))
+        return remaining
+
+    async def reserve(
+        self,
+        reservation_id: str,
+        estimate_micros: int,
+        now_ms: int | None = None,
+        *,
+        hold_ms: int | None = None,
+    ) -> ReserveResult:
+        """Hold ``estimate_micros`` until commit/cancel or ``hold_ms`` passes.
+
+        Admits only if ``granted - spent - reserved >= estimate``; a repeated id returns ADMITTED
+        without holding twice. Releases up to 32 expired holds first.
+        """
+        _micros(estimate_micros, "estimate_micros")
+        now = _now_ms() if now_ms is None else now_ms
+        deadline = now + (self._hold_ms if hold_ms is None else hold_ms)
+        code, remaining = await self._reserve(self._k_res, (reservation_id, estimate_micros, now, deadline))
+        return ReserveResult(_RESERVE[code], remaining)
+
+    async def commit(self, reservation_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
+        """Charge the actual cost, release the hold and journal the event, atomically.
+
+        Charged in full even above the estimate or without a live hold (flagged as unknown
+        reservation); a replay of the same id within the dedup window charges nothing.
+        """
+        return await self._charge(self._commit, self._k_res_commit, reservation_id, usage, now_ms)
+
+    async def report(self, request_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
+        """Charge and journal usage that had no reservation; idempotent by ``request_id``."""
+        return await self._charge(self._report, self._k_report, request_id, usage, now_ms)
+
+    async def _charge(
+        self,
+        script: AsyncScript,
+        keys: tuple[str, ...],
+        event_id: str,
+        u: UsageEvent,
+        now_ms: int | None,
+    ) -> CommitResult:
+        _micros(u.cost_micros, "cost_micros")
+        if u.status not in _STATUSES:
+            raise ValueError(f"status must be 'completed' or 'failed', got {u.status!r}")
+        now = _now_ms() if now_ms is None else now_ms
+        code, remaining = await script(
+            keys,
+            (
+                event_id,
+                u.cost_micros,
+                now,
+                now - self._dedup_window_ms,
+                u.ts_ms,
+                u.input_tokens,
+                u.output_tokens,
+                u.model,
+                u.provider,
+                u.status,
+                "" if u.latency_ms is None else u.latency_ms,
+            ),
+        )
+        return CommitResult(_COMMIT[code], remaining)
+
+    async def cancel(self, reservation_id: str) -> bool:
+        """Release a hold without charging; False if none was live (so a retry is harmless)."""
+        return bool(await self._cancel(self._k_res, (reservation_id,)))
+
+    async def expire_reservations(self, now_ms: int | None = None, limit: int = DEFAULT_EXPIRE_LIMIT) -> int:
+        """Release at most ``limit`` holds whose deadline passed; returns how many.
+
+        Reserve already does this for up to 32 holds per call; this is for idle periods.
+        """
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        released: int = await self._expire(self._k_res, (_now_ms() if now_ms is None else now_ms, limit))
+        return released
+
+    async def snapshot(self) -> LeaseSnapshot:
+        """A consistent read (MULTI/EXEC) of the lease, journal length and live holds."""
+        k = self.keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(k.lease, ("id", "granted", "spent", "reserved", "expires_at"))
+            pipe.xlen(k.journal)
+            pipe.hlen(k.res)
+            (lease_id, granted, spent, reserved, expires_at), xlen, hlen = await pipe.execute()
+        g, s, r = _int(granted), _int(spent), _int(reserved)
+        return LeaseSnapshot(
+            lease_id=lease_id.decode() if isinstance(lease_id, bytes) else lease_id,
+            granted_micros=g,
+            spent_micros=s,
+            reserved_micros=r,
+            remaining_micros=g - s - r,
+            expires_at_ms=_int(expires_at),
+            journal_length=int(xlen),
+            live_reservations=int(hlen),
+        )

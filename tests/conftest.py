@@ -146,6 +146,16 @@ class AgentHandle:
 MakeAgent = Callable[..., Awaitable[AgentHandle]]
 
 
+async def open_lease(client: httpx.AsyncClient, agent: AgentHandle, usd: float) -> dict[str, Any]:
+    """A successful handshake's body."""
+    response = await client.post(
+        "/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": usd}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 @pytest.fixture(scope="session")
 def make_agent(client: httpx.AsyncClient, admin_headers: dict[str, str], provider_id: str) -> MakeAgent:
     async def make(budget: float = 100.0, providers: list[str] | None = None) -> AgentHandle:

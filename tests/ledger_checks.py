@@ -4,6 +4,20 @@ from dataclasses import dataclass
 
 import asyncpg
 
+# Every table the migrations create; a refused request may change none of them.
+ALL_TABLES = (
+    "users",
+    "refresh_tokens",
+    "projects",
+    "providers",
+    "agents",
+    "agent_providers",
+    "ic_tokens",
+    "leases",
+    "usage_events",
+    "budget_changes",
+)
+
 
 @dataclass(frozen=True)
 class LedgerState:

@@ -25,19 +25,8 @@ from iron import ids
 from iron.crypto import unseal
 from iron.timefmt import utcnow
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, AgentHandle, MakeAgent, login
+from tests.ledger_checks import ALL_TABLES as TABLES
 from tests.ledger_checks import assert_ledger_invariants
-
-TABLES = (
-    "users",
-    "providers",
-    "agents",
-    "agent_providers",
-    "ic_tokens",
-    "leases",
-    "usage_events",
-    "budget_changes",
-)
-
 
 # --- helpers -------------------------------------------------------------------------------------
 

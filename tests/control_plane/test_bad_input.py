@@ -17,21 +17,8 @@ import pytest
 
 from iron import ids
 from tests.conftest import ADMIN_EMAIL, AgentHandle, MakeAgent
+from tests.ledger_checks import ALL_TABLES as TABLES
 from tests.ledger_checks import assert_ledger_invariants
-
-# Every table the foundation migration creates; a refused request may touch none of them.
-TABLES = (
-    "users",
-    "refresh_tokens",
-    "projects",
-    "providers",
-    "agents",
-    "agent_providers",
-    "ic_tokens",
-    "leases",
-    "usage_events",
-    "budget_changes",
-)
 
 LEASE = "<<lease>>"  # placeholder for the test agent's open lease id, filled in per request
 AGENT = "<<agent>>"  # placeholder for the test agent's id, in paths

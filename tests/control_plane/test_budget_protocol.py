@@ -6,7 +6,7 @@ from typing import Any
 import asyncpg
 
 from iron.crypto import decrypt_ip_token
-from tests.conftest import FAKE_PROVIDER_KEY, MakeAgent
+from tests.conftest import FAKE_PROVIDER_KEY, MakeAgent, open_lease
 from tests.ledger_checks import assert_ledger_invariants
 
 
@@ -55,9 +55,7 @@ async def test_no_double_charge_and_refresh_keeps_the_unspent_part(
 ) -> None:
     """handshake $10, report $5, refresh $20 on $100: spent $5, available $70, lease still open."""
     agent = await make_agent(budget=100)
-    lease = (
-        await client.post("/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": 10})
-    ).json()
+    lease = await open_lease(client, agent, 10)
     reported = await client.post(
         "/api/v1/budget/report", headers=agent.headers, json=usage(lease["lease_id"], 5)
     )
@@ -88,9 +86,7 @@ async def test_return_credits_exactly_the_unreported_remainder_whatever_the_clie
     client: Any, pool: asyncpg.Pool, make_agent: MakeAgent
 ) -> None:
     agent = await make_agent(budget=100)
-    lease = (
-        await client.post("/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": 10})
-    ).json()
+    lease = await open_lease(client, agent, 10)
     await client.post("/api/v1/budget/report", headers=agent.headers, json=usage(lease["lease_id"], 3.5))
     returned = await client.post(
         "/api/v1/budget/return",
@@ -116,9 +112,7 @@ async def test_a_report_replayed_ten_times_is_charged_once(
     client: Any, pool: asyncpg.Pool, make_agent: MakeAgent
 ) -> None:
     agent = await make_agent(budget=50)
-    lease = (
-        await client.post("/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": 5})
-    ).json()
+    lease = await open_lease(client, agent, 5)
     body = usage(lease["lease_id"], 0.015, request_id="call-replayed")
     for _ in range(10):
         response = await client.post("/api/v1/budget/report", headers=agent.headers, json=body)
@@ -131,9 +125,7 @@ async def test_batch_report_counts_new_and_duplicate_events(
     client: Any, pool: asyncpg.Pool, make_agent: MakeAgent
 ) -> None:
     agent = await make_agent(budget=50)
-    lease_id = (
-        await client.post("/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": 5})
-    ).json()["lease_id"]
+    lease_id = (await open_lease(client, agent, 5))["lease_id"]
     reports = [usage(None, 0.25, f"b-{i}") for i in range(4)] + [usage(None, 0.25, "b-0")]
     first = await client.post(
         "/api/v1/budget/report",
@@ -196,9 +188,7 @@ async def test_expired_leases_are_swept_and_their_unused_grant_flows_back(
     from control_plane.budget.service import expire_leases
 
     agent = await make_agent(budget=20)
-    lease_id = (
-        await client.post("/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": 8})
-    ).json()["lease_id"]
+    lease_id = (await open_lease(client, agent, 8))["lease_id"]
     await client.post("/api/v1/budget/report", headers=agent.headers, json=usage(lease_id, 2))
     await pool.execute("UPDATE leases SET expires_at = now() - interval '1 second' WHERE id = $1", lease_id)
     assert await expire_leases(pool) >= 1
@@ -222,9 +212,7 @@ async def test_refresh_of_zero_is_a_heartbeat_that_extends_the_lease(
     client: Any, pool: asyncpg.Pool, make_agent: MakeAgent
 ) -> None:
     agent = await make_agent(budget=20)
-    lease = (
-        await client.post("/api/v1/budget/handshake", headers=agent.headers, json={"requested_budget": 20})
-    ).json()
+    lease = await open_lease(client, agent, 20)
     await pool.execute(
         "UPDATE leases SET expires_at = now() + interval '1 minute' WHERE id = $1",
         lease["lease_id"],

@@ -1,7 +1,9 @@
 """Agent endpoints. Users manage their own agents, admins all, viewers read their own."""
 
+from typing import Any
+
 import asyncpg
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 
@@ -12,6 +14,7 @@ from control_plane.auth.principals import UserPrincipal
 from control_plane.budget import repository as budget_repo
 from control_plane.budget.ledger import available
 from control_plane.lib.errors import not_found, permission_denied, validation_error
+from control_plane.lib.pagination import Page, contains_pattern, page_of, page_request
 from control_plane.lib.params import checked_id
 from control_plane.providers import repository as providers
 from control_plane.tokens import repository as ic_tokens
@@ -90,6 +93,38 @@ async def create_agent(
     return AgentCreated(**{f: getattr(to_wire(row), f) for f in Agent.__struct_fields__}, ic_token=issued)
 
 
+_STATUSES = ("active",)
+
+
+@get("/api/v1/agents")
+async def list_agents(
+    request: Request[Any, Any, Any],
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
+) -> Page[Agent]:
+    """Admins see every agent; users and viewers their own. Filters: status, project_id, search."""
+    query = request.query_params
+    errors: dict[str, str] = {}
+    status = query.get("status")
+    if status is not None and status not in _STATUSES:
+        errors["status"] = "Must be one of " + ", ".join(_STATUSES)
+    project_id = query.get("project_id")
+    if project_id is not None and not ids.is_valid(ids.PROJECT, project_id):
+        errors["project_id"] = f"Expected an id of the form {ids.PROJECT}_<uuid4>"
+    search = query.get("search")
+    if search is not None and len(search) > 200:
+        errors["search"] = "At most 200 characters"
+    page = page_request(query, repository.SORTABLE, "-created_at", errors, tiebreak="a.id")
+    where = repository.AgentFilter(
+        owner_id=None if user.is_admin else user.user_id,
+        status=status,
+        project_id=project_id,
+        search=contains_pattern(search) if search else None,
+    )
+    rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
+    return page_of([to_wire(row) for row in rows], page, total)
+
+
 @get("/api/v1/agents/{agent_id:str}")
 async def get_agent(
     agent_id: FromPath[str], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
@@ -101,4 +136,4 @@ async def get_agent(
     return to_wire(row)
 
 
-handlers = [create_agent, get_agent]
+handlers = [create_agent, list_agents, get_agent]

@@ -67,3 +67,36 @@ async def insert(
 async def by_id(conn: Executor, agent_id: str) -> AgentRow | None:
     row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1 AND a.status <> 'deleted'", agent_id)
     return AgentRow(**row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFilter:
+    owner_id: str | None = None  # None: every owner (admins)
+    status: str | None = None
+    project_id: str | None = None
+    search: str | None = None  # an ILIKE pattern
+
+
+SORTABLE = {
+    "name": "a.name",
+    "created_at": "a.created_at",
+    "budget": "a.budget_micros",
+    "spent": "a.spent_micros",
+}
+
+
+async def list_page(
+    conn: Executor, where: AgentFilter, order_by: str, limit: int, offset: int
+) -> tuple[list[AgentRow], int]:
+    """One page of agents and the total; ``order_by`` comes from :data:`SORTABLE` only."""
+    condition = (
+        "a.status <> 'deleted' AND ($1::text IS NULL OR a.owner_id = $1)"
+        " AND ($2::text IS NULL OR a.status = $2) AND ($3::text IS NULL OR a.project_id = $3)"
+        " AND ($4::text IS NULL OR a.name ILIKE $4 OR a.description ILIKE $4)"
+    )
+    args = (where.owner_id, where.status, where.project_id, where.search)
+    total = await conn.fetchval(f"SELECT count(*) FROM agents a WHERE {condition}", *args)
+    rows = await conn.fetch(
+        f"{_SELECT} WHERE {condition} ORDER BY {order_by} LIMIT $5 OFFSET $6", *args, limit, offset
+    )
+    return [AgentRow(**row) for row in rows], int(total)

@@ -35,6 +35,7 @@ class ProviderInfo(msgspec.Struct, kw_only=True):
 
 
 class HandshakeResponse(msgspec.Struct, kw_only=True):
+    agent_id: str
     lease_id: str
     ip_token: str | None
     budget_granted: float

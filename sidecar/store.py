@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
+
+from redis.exceptions import ResponseError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CommitOutcome",
     "CommitResult",
+    "JournalEntry",
+    "JournalReader",
     "LeaseSnapshot",
     "LeaseStore",
     "ReserveOutcome",
@@ -136,13 +140,17 @@ class StoreKeys:
     res_exp: str
     seen: str
     journal: str
+    members: str
+    provider: str
+    refresh_lock: str
 
     @classmethod
     def for_agent(cls, agent_id: str) -> StoreKeys:
         if not agent_id or "{" in agent_id or "}" in agent_id:
             raise ValueError("agent id must be non-empty and free of '{' and '}' (hash tag)")
         p = f"iron:{{{agent_id}}}:"
-        return cls(p + "lease", p + "res", p + "res_exp", p + "seen", p + "journal")
+        names = ("lease", "res", "res_exp", "seen", "journal", "members", "provider", "refresh_lock")
+        return cls(*(p + name for name in names))
 
 
 def _micros(value: int, what: str) -> int:
@@ -173,9 +181,11 @@ class LeaseStore:
         "_k_report",
         "_k_res",
         "_k_res_commit",
+        "_leave",
         "_redis",
         "_report",
         "_reserve",
+        "_unlock",
         "agent_id",
         "keys",
     )
@@ -208,6 +218,8 @@ class LeaseStore:
         self._report: AsyncScript = redis.register_script(_lua("report"))
         self._expire: AsyncScript = redis.register_script(_lua("expire_reservations"))
         self._install: AsyncScript = redis.register_script(_lua("install_lease"))
+        self._unlock: AsyncScript = redis.register_script(_lua("unlock"))
+        self._leave: AsyncScript = redis.register_script(_lua("leave"))
 
     async def install_lease(self, lease_id: str, granted_total_micros: int, expires_at_ms: int) -> int:
         """Install a lease or apply a top-up; returns remaining micros.
@@ -316,3 +328,146 @@ class LeaseStore:
             journal_length=int(xlen),
             live_reservations=int(hlen),
         )
+
+    # -- coordination between the replicas of one agent's sidecar --------------------------------
+
+    async def try_refresh_lock(self, owner: str, ttl_ms: int) -> bool:
+        """One replica at a time talks to the control plane about the lease."""
+        return bool(await self._redis.set(self.keys.refresh_lock, owner, nx=True, px=ttl_ms))
+
+    async def release_refresh_lock(self, owner: str) -> None:
+        await self._unlock((self.keys.refresh_lock,), (owner,))
+
+    async def heartbeat(self, replica_id: str, now_ms: int | None = None) -> None:
+        """Say this replica is alive, so the last one out knows it is last."""
+        await self._redis.zadd(self.keys.members, {replica_id: _now_ms() if now_ms is None else now_ms})
+
+    async def leave(self, replica_id: str, member_ttl_ms: int, now_ms: int | None = None) -> str | None:
+        """Deregister; returns the lease id to hand back if no live replica remains."""
+        now = _now_ms() if now_ms is None else now_ms
+        lease_id = await self._leave((self.keys.members, self.keys.lease), (replica_id, now, member_ttl_ms))
+        text = lease_id.decode() if isinstance(lease_id, bytes) else lease_id
+        return text or None
+
+    async def save_provider(self, provider: bytes) -> None:
+        """The handshake's provider block (its key still sealed for the IC token), for every replica."""
+        await self._redis.set(self.keys.provider, provider)
+
+    async def load_provider(self) -> bytes | None:
+        value = await self._redis.get(self.keys.provider)
+        return value.encode() if isinstance(value, str) else value
+
+
+def agent_cache_key(ic_token_digest: str) -> str:
+    """Where replicas find the agent id of an IC token without a handshake of their own."""
+    return f"iron:ic:{ic_token_digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One usage event read back from the journal stream."""
+
+    stream_id: str
+    event_id: str
+    lease_id: str
+    cost_micros: int
+    input_tokens: int
+    output_tokens: int
+    model: str
+    provider: str
+    status: str
+    ts_ms: int
+    latency_ms: int | None
+    unknown_reservation: bool
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> JournalEntry:
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    return JournalEntry(
+        stream_id=_text(stream_id),
+        event_id=f["event_id"],
+        lease_id=f["lease_id"],
+        cost_micros=int(f["cost"]),
+        input_tokens=int(f["input_tokens"]),
+        output_tokens=int(f["output_tokens"]),
+        model=f["model"],
+        provider=f["provider"],
+        status=f["status"],
+        ts_ms=int(f["ts"]),
+        latency_ms=int(f["latency_ms"]) if f["latency_ms"] else None,
+        unknown_reservation=f["unknown_reservation"] == "1",
+    )
+
+
+class JournalReader:
+    """The read side of an agent's journal: a consumer group shared by its sidecar replicas.
+
+    An entry stays in the stream until :meth:`ack`, which the flusher calls only after the
+    control plane answered; entries of a replica that died are claimed by a live one.
+    """
+
+    GROUP: Final = "flushers"
+
+    def __init__(self, redis: Redis, keys: StoreKeys, consumer: str) -> None:
+        self._redis = redis
+        self._stream = keys.journal
+        self._consumer = consumer
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._stream, self.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _read(self, start: str, count: int, block_ms: int | None) -> list[JournalEntry]:
+        try:
+            reply = await self._redis.xreadgroup(
+                self.GROUP, self._consumer, {self._stream: start}, count=count, block=block_ms
+            )
+        except ResponseError as exc:  # the group vanished (a Redis without persistence restarted)
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        entries: list[JournalEntry] = []
+        for _, messages in cast("list[Any]", reply or []):  # redis-py types this reply loosely
+            entries.extend(_entry(sid, fields) for sid, fields in messages if fields)
+        return entries
+
+    async def read_own_pending(self, count: int) -> list[JournalEntry]:
+        """Entries delivered to this consumer but never acknowledged (e.g. before a crash)."""
+        return await self._read("0", count, None)
+
+    async def read_new(self, count: int, block_ms: int | None) -> list[JournalEntry]:
+        """New entries; waits up to ``block_ms`` for the first one (``None``: does not wait)."""
+        return await self._read(">", count, block_ms)
+
+    async def claim_abandoned(self, min_idle_ms: int, count: int) -> list[JournalEntry]:
+        """Take over entries another consumer was given but left unacknowledged for too long."""
+        try:
+            reply = await self._redis.xautoclaim(
+                self._stream, self.GROUP, self._consumer, min_idle_ms, start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        return [_entry(sid, fields) for sid, fields in reply[1] if fields]
+
+    async def ack(self, stream_ids: list[str]) -> None:
+        """Done with these entries: acknowledge and delete them in one transaction."""
+        if not stream_ids:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self._stream, self.GROUP, *stream_ids)
+            pipe.xdel(self._stream, *stream_ids)
+            await pipe.execute()
+
+    async def depth(self) -> int:
+        return int(await self._redis.xlen(self._stream))

@@ -81,6 +81,7 @@ async def handshake(
             id=sealed.provider.id, type=sealed.provider.type, base_url=sealed.provider.endpoint
         )
     return HandshakeResponse(
+        agent_id=agent.agent_id,
         lease_id=result.lease.id,
         ip_token=ip_token,
         budget_granted=usd(result.granted),

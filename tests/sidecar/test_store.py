@@ -131,6 +131,9 @@ def test_keys_share_the_agent_hash_tag() -> None:
         "iron:{agent_3f2c}:res_exp",
         "iron:{agent_3f2c}:seen",
         "iron:{agent_3f2c}:journal",
+        "iron:{agent_3f2c}:members",
+        "iron:{agent_3f2c}:provider",
+        "iron:{agent_3f2c}:refresh_lock",
     )
 
 

@@ -1,0 +1,739 @@
+"""Which HTTP server stack should carry the sidecar's hot path? Measured, not guessed.
+
+Per LLM call a runtime sends ``POST /v1/reserve`` then ``POST /v1/commit`` to the sidecar on
+localhost; each handler decodes JSON with msgspec, makes one Redis ``EVALSHA`` and encodes a small
+reply. The targets are a reserve+commit pair p50 <= 0.5 ms and p99 <= 2 ms at 1,000 pairs/s, and
+>= 5,000 pairs/s sustained, with the load generator on the same 2-core machine.
+
+This script serves the same two endpoints on each candidate stack, one worker process each:
+
+* ``litestar-uvicorn``: a Litestar app on uvicorn (uvloop + httptools, no access log);
+* ``asgi-uvicorn``: a plain ASGI callable (dict dispatch, no framework) on the same uvicorn;
+* ``asgi-granian``: the same plain ASGI callable on granian (``--interface asgi``, uvloop);
+* ``rsgi-granian``: the same handlers on granian's native RSGI interface (uvloop).
+
+Every app also serves the endpoints under ``/noop`` without the Redis call: the transport ceiling.
+A lean load generator (raw asyncio streams on uvloop, keep-alive HTTP/1.1, one request in flight
+per connection) runs an open loop at a fixed rate and a closed loop at full speed against each,
+and the results go to ``bench/results/http_stack.{md,json}``.
+
+Run: ``python -m bench.http_stack`` (about 2 minutes; ``--help`` for knobs). Traffic goes only to
+127.0.0.1; Redis is ``REDIS_URL`` (default ``redis://127.0.0.1:6379/14``), one scratch key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import msgspec
+import redis
+import redis.asyncio
+import uvloop
+from litestar import Litestar, Router, post
+
+if TYPE_CHECKING:
+    from granian.rsgi import HTTPProtocol, Scope
+
+HOST: Final = "127.0.0.1"
+REDIS_URL: Final = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
+#: The one scratch key every handler touches (hash-tagged, as the real lease keys are).
+LEASE_KEY: Final = "bench:http_stack:{lease}"
+#: Stand-in for reserve.lua / commit.lua: one atomic server-side step, one round trip.
+LUA: Final = "return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])"
+BUDGET_MICROS: Final = 10**12
+NOOP_PREFIX: Final = "/noop"
+READY_TIMEOUT_S: Final = 20.0
+ROOT: Final = Path(__file__).resolve().parent.parent
+RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------------------------
+# The endpoints: one ledger (Redis or no-op), shared by every stack.
+# --------------------------------------------------------------------------------------------
+
+
+class ReserveRequest(msgspec.Struct, frozen=True):
+    estimated_cost_usd: float
+    request_id: str
+
+
+class ReserveReply(msgspec.Struct, frozen=True):
+    reservation_id: str
+    remaining_usd: float
+
+
+class CommitRequest(msgspec.Struct, frozen=True):
+    reservation_id: str
+    actual_cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    model: str
+    provider: str
+    status: str
+    latency_ms: int | None = None
+
+
+class Ledger:
+    """The handlers' business step: one ``EVALSHA`` each, or nothing when ``client`` is None.
+
+    ``register_script`` is what ``sidecar/store.py`` uses: EVALSHA, reloading on NOSCRIPT (the
+    test suite runs SCRIPT FLUSH on the same Redis)."""
+
+    def __init__(self, client: redis.asyncio.Redis | None) -> None:
+        self._client = client
+        self._script = client.register_script(LUA) if client is not None else None
+
+    async def _incr(self, field: str, micros: int) -> int:
+        if self._script is None:
+            return micros
+        return int(await self._script(keys=[LEASE_KEY], args=[field, micros]))
+
+    async def reserve(self, req: ReserveRequest) -> ReserveReply:
+        reserved = await self._incr("reserved", round(req.estimated_cost_usd * 1_000_000))
+        return ReserveReply(req.request_id, (BUDGET_MICROS - reserved) / 1_000_000)
+
+    async def commit(self, req: CommitRequest) -> None:
+        await self._incr("spent", round(req.actual_cost_usd * 1_000_000))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+def _ledgers() -> tuple[Ledger, Ledger]:
+    """(Redis ledger, no-op ledger). One shared client and pool per server process."""
+    return Ledger(redis.asyncio.Redis.from_url(REDIS_URL)), Ledger(None)
+
+
+# ---- (a) Litestar: idiomatic handlers, the framework decodes/encodes with msgspec. ----------
+
+
+def _litestar_router(prefix: str, ledger: Ledger) -> Router:
+    @post("/v1/reserve", status_code=200)
+    async def reserve(data: ReserveRequest) -> ReserveReply:
+        return await ledger.reserve(data)
+
+    @post("/v1/commit", status_code=204)
+    async def commit(data: CommitRequest) -> None:
+        await ledger.commit(data)
+
+    return Router(path=prefix or "/", route_handlers=[reserve, commit])
+
+
+def litestar_app() -> Litestar:
+    """Factory for ``uvicorn --factory``: the endpoints as a Litestar app."""
+    real, noop = _ledgers()
+    return Litestar(
+        route_handlers=[_litestar_router("", real), _litestar_router(NOOP_PREFIX, noop)],
+        on_shutdown=[real.aclose],
+        openapi_config=None,
+    )
+
+
+# ---- (b, c, d) No framework: a dict from (method, path) to a bytes -> (status, bytes) route. --
+
+Route = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_RESERVE = msgspec.json.Decoder(ReserveRequest).decode
+_DECODE_COMMIT = msgspec.json.Decoder(CommitRequest).decode
+_NOT_FOUND: Final = (404, b'{"detail":"not found"}')
+
+
+def _routes(real: Ledger, noop: Ledger) -> dict[tuple[str, str], Route]:
+    def pair(ledger: Ledger) -> tuple[Route, Route]:
+        async def reserve(body: bytes) -> tuple[int, bytes]:
+            return 200, _ENCODE(await ledger.reserve(_DECODE_RESERVE(body)))
+
+        async def commit(body: bytes) -> tuple[int, bytes]:
+            await ledger.commit(_DECODE_COMMIT(body))
+            return 204, b""
+
+        return reserve, commit
+
+    routes: dict[tuple[str, str], Route] = {}
+    for prefix, ledger in (("", real), (NOOP_PREFIX, noop)):
+        reserve, commit = pair(ledger)
+        routes["POST", f"{prefix}/v1/reserve"] = reserve
+        routes["POST", f"{prefix}/v1/commit"] = commit
+    return routes
+
+
+async def _dispatch(
+    routes: dict[tuple[str, str], Route], method: str, path: str, body: bytes
+) -> tuple[int, bytes]:
+    route = routes.get((method, path))
+    if route is None:
+        return _NOT_FOUND
+    try:
+        return await route(body)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+        return 400, _ENCODE({"detail": str(exc)})
+
+
+_JSON_HEADER: Final = (b"content-type", b"application/json")
+
+
+def asgi_app() -> Callable[[dict[str, Any], Any, Any], Awaitable[None]]:
+    """Factory for uvicorn/granian ``--factory``: a bare ASGI 3 callable with lifespan."""
+    real, noop = _ledgers()
+    routes = _routes(real, noop)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await real.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, payload = await _dispatch(routes, scope["method"], scope["path"], body)
+        headers = [_JSON_HEADER, (b"content-length", b"%d" % len(payload))] if payload else []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+class RsgiApp:
+    """Granian's native interface: no ASGI message dicts, the body is one awaited bytes."""
+
+    def __init__(self) -> None:
+        real, noop = _ledgers()
+        self._routes = _routes(real, noop)
+
+    async def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> None:
+        status, payload = await _dispatch(self._routes, scope.method, scope.path, await proto())
+        if payload:
+            proto.response_bytes(status, [("content-type", "application/json")], payload)
+        else:
+            proto.response_empty(status, [])
+
+
+def rsgi_app() -> RsgiApp:
+    """Factory for ``granian --interface rsgi --factory``."""
+    return RsgiApp()
+
+
+# --------------------------------------------------------------------------------------------
+# The stacks: each one exact command line, one worker process, bound to 127.0.0.1.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    argv: Callable[[int], list[str]]
+    variants: tuple[str, ...] = ("redis", "noop")
+
+
+def _uvicorn(factory: str) -> Callable[[int], list[str]]:
+    def argv(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "uvicorn", f"bench.http_stack:{factory}", "--factory"),
+            *("--host", HOST, "--port", str(port), "--workers", "1"),
+            *("--loop", "uvloop", "--http", "httptools", "--lifespan", "on"),
+            *("--no-access-log", "--log-level", "warning"),
+        ]
+
+    return argv
+
+
+def _granian(interface: str, factory: str) -> Callable[[int], list[str]]:
+    def argv(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "granian", "--interface", interface, "--factory"),
+            *("--host", HOST, "--port", str(port), "--workers", "1"),
+            *("--loop", "uvloop", "--http", "1", "--no-ws"),
+            *("--no-access-log", "--log-level", "warning"),
+            f"bench.http_stack:{factory}",
+        ]
+
+    return argv
+
+
+STACKS: Final = (
+    Stack("litestar-uvicorn", _uvicorn("litestar_app")),
+    Stack("asgi-uvicorn", _uvicorn("asgi_app")),
+    Stack("asgi-granian", _granian("asgi", "asgi_app")),
+    Stack("rsgi-granian", _granian("rsgi", "rsgi_app")),
+    # Not a candidate: canned replies from a bare uvloop Protocol, so the generator's own cost and
+    # the loopback hops show as a floor under every other row.
+    Stack(
+        "floor-canned",
+        lambda port: [sys.executable, "-m", "bench.http_stack", "--serve-floor", str(port)],
+        ("noop",),
+    ),
+)
+
+
+_CANNED_RESERVE: Final = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 54\r\n\r\n"
+    b'{"reservation_id":"r-1","remaining_usd":999999.990000}'
+)
+_CANNED_COMMIT: Final = b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+class _CannedHttp(asyncio.Protocol):
+    """Calibration server: frames each request (head + Content-Length body), replies canned."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        while (end := buffer.find(b"\r\n\r\n")) >= 0:
+            head = buffer[:end].lower()
+            at = head.find(b"\r\ncontent-length:")
+            length = int(head[at + 17 :].split(b"\r\n", 1)[0]) if at >= 0 else 0
+            if len(buffer) < end + 4 + length:
+                break
+            assert self._transport is not None
+            self._transport.write(_CANNED_RESERVE if b"/reserve " in head[:64] else _CANNED_COMMIT)
+            buffer = buffer[end + 4 + length :]
+        self._buffer = buffer
+
+
+async def _serve_floor(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(_CannedHttp, HOST, port)
+    async with server:
+        await server.serve_forever()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Run the stack's server as a subprocess in its own session; yield (process, port)."""
+    port = _free_port()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
+            stack.argv(port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc, port
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# The load generator: raw asyncio streams, one request in flight per keep-alive connection.
+# --------------------------------------------------------------------------------------------
+
+_REQUEST: Final = (
+    b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+)
+_RESERVE_BODY: Final = b'{"estimated_cost_usd": 0.01, "request_id": "r-%d"}'
+_COMMIT_BODY: Final = (
+    b'{"reservation_id": "r-%d", "actual_cost_usd": 0.0093, "input_tokens": 1234, '
+    b'"output_tokens": 567, "model": "gpt-4o-mini-2024-07-18", "provider": "openai", '
+    b'"status": "ok", "latency_ms": 812}'
+)
+
+
+class ProtocolFailure(RuntimeError):
+    """A reply the sidecar contract does not allow (wrong status, malformed HTTP)."""
+
+
+class Connection:
+    """One persistent HTTP/1.1 connection, parsing only what the replies need."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, prefix: str) -> None:
+        self._reader, self._writer = reader, writer
+        self._reserve_path = f"{prefix}/v1/reserve".encode()
+        self._commit_path = f"{prefix}/v1/commit".encode()
+
+    @classmethod
+    async def open(cls, port: int, prefix: str) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer, prefix)
+
+    async def _request(self, path: bytes, body: bytes, expect: int) -> None:
+        self._writer.write(_REQUEST % (path, len(body), body))
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        at = lower.find(b"\r\ncontent-length:")
+        if at >= 0:
+            length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+            if length:
+                await self._reader.readexactly(length)
+        elif b"\r\ntransfer-encoding: chunked" in lower:
+            while size := int((await self._reader.readuntil(b"\r\n")).strip(), 16):
+                await self._reader.readexactly(size + 2)
+            await self._reader.readuntil(b"\r\n")
+        if status != expect:
+            raise ProtocolFailure(f"{path.decode()}: HTTP {status}, expected {expect}")
+
+    async def pair(self, n: int) -> int:
+        """One reserve then one commit; the pair's latency in ns."""
+        start = time.perf_counter_ns()
+        await self._request(self._reserve_path, _RESERVE_BODY % n, 200)
+        await self._request(self._commit_path, _COMMIT_BODY % n, 204)
+        return time.perf_counter_ns() - start
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError):
+            await self._writer.wait_closed()
+
+
+async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Until the server answers a no-op pair: bound, app loaded, lifespan done."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            conn = await Connection.open(port, NOOP_PREFIX)
+            try:
+                await asyncio.wait_for(conn.pair(0), 2.0)
+                return
+            finally:
+                await conn.close()
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ProtocolFailure):
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {proc.returncode}") from None
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+@dataclass
+class Load:
+    """What one load shape measured: pair latencies (ns) and the CPU each process spent."""
+
+    latencies: list[int] = field(default_factory=list)
+    #: How late each open-loop pair started against its schedule (ns): the generator's own lag.
+    start_lags: list[int] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+async def _closed_loop(conns: list[Connection], duration: float) -> Load:
+    """Each connection sends pairs back to back until the deadline: maximum throughput."""
+    load = Load()
+    deadline = time.perf_counter_ns() + int(duration * 1e9)
+
+    async def run(k: int) -> None:
+        n = k
+        while time.perf_counter_ns() < deadline:
+            load.latencies.append(await conns[k].pair(n))
+            n += len(conns)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(run(k) for k in range(len(conns))))
+    load.elapsed_s = time.perf_counter() - start
+    return load
+
+
+async def _open_loop(conns: list[Connection], rate: float, duration: float) -> Load:
+    """Pairs start on a fixed clock (pair i at t0 + i/rate), spread round-robin over the
+    connections, so a slow reply cannot slow the offered load down (no coordinated omission
+    from the generator; lateness is recorded as start lag)."""
+    load = Load()
+    total = int(rate * duration)
+    interval_ns = 1e9 / rate
+    t0 = time.perf_counter_ns() + 10_000_000
+
+    async def run(k: int) -> None:
+        for i in range(k, total, len(conns)):
+            due = t0 + int(i * interval_ns)
+            wait = due - time.perf_counter_ns()
+            if wait > 0:
+                await asyncio.sleep(wait / 1e9)
+            load.start_lags.append(max(0, time.perf_counter_ns() - due))
+            load.latencies.append(await conns[k].pair(i))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(run(k) for k in range(len(conns))))
+    load.elapsed_s = time.perf_counter() - start
+    return load
+
+
+# ---- CPU accounting: which process the 2 cores went to. ------------------------------------
+
+_TICK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of ``pid`` and its descendants (granian runs a worker child)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / _TICK
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += _tree_cpu_s(int(child))
+        return total
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _redis_cpu_s(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle (from /proc/stat), to see other people's load."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / _TICK  # all but idle and iowait; guest is in user
+
+
+def _cpu_sample(server_pid: int, client: redis.Redis) -> dict[str, float]:
+    return {
+        "server": _tree_cpu_s(server_pid),
+        "redis": _redis_cpu_s(client),
+        "loadgen": time.process_time(),
+        "machine": _machine_busy_s(),
+    }
+
+
+async def _measure(
+    shape: Callable[[list[Connection]], Awaitable[Load]], port: int, prefix: str, conns: int, pid: int
+) -> Load:
+    """Open the connections, warm up (pool, caches), then run ``shape`` with GC paused."""
+    client = redis.Redis.from_url(REDIS_URL)
+    pool = [await Connection.open(port, prefix) for _ in range(conns)]
+    try:
+        await _closed_loop(pool, 0.5)
+        gc.collect()
+        gc.disable()
+        before = _cpu_sample(pid, client)
+        load = await shape(pool)
+        after = _cpu_sample(pid, client)
+        load.cpu_s = {name: after[name] - before[name] for name in before}
+        ours = load.cpu_s["server"] + load.cpu_s["redis"] + load.cpu_s["loadgen"]
+        load.cpu_s["other"] = max(0.0, load.cpu_s.pop("machine") - ours)
+        return load
+    finally:
+        gc.enable()
+        client.close()
+        for conn in pool:
+            await conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting.
+# --------------------------------------------------------------------------------------------
+
+
+def _pct(sorted_ns: list[int], q: float) -> float:
+    """Nearest-rank percentile in ms."""
+    if not sorted_ns:
+        return float("nan")
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6
+
+
+def _summary(load: Load) -> dict[str, Any]:
+    lat = sorted(load.latencies)
+    pairs = len(lat)
+    lags = sorted(load.start_lags)
+    return {
+        "pairs": pairs,
+        "pairs_per_s": round(pairs / load.elapsed_s, 1) if load.elapsed_s else 0.0,
+        **{
+            f"p{k}_ms": round(_pct(lat, q), 3)
+            for k, q in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("99.9", 0.999))
+        },
+        "max_ms": round(lat[-1] / 1e6, 3) if lat else None,
+        "start_lag_p99_ms": round(_pct(lags, 0.99), 3) if lags else None,
+        "cpu_us_per_pair": {k: round(v / pairs * 1e6, 1) for k, v in load.cpu_s.items()} if pairs else {},
+        "cpu_cores_busy": {k: round(v / load.elapsed_s, 2) for k, v in load.cpu_s.items()},
+    }
+
+
+@dataclass
+class Result:
+    stack: str
+    variant: str
+    command: str
+    open_loop: dict[str, Any]
+    closed_loop: dict[str, Any]
+
+
+def _meets_target(r: Result) -> bool:
+    o, c = r.open_loop, r.closed_loop
+    return bool(o["p50_ms"] <= 0.5 and o["p99_ms"] <= 2.0 and c["pairs_per_s"] >= 5000)
+
+
+def _markdown(results: list[Result], args: argparse.Namespace) -> str:
+    head = (
+        f"| stack | variant | open {args.rate:g}/s p50 | p90 | p99 | p99.9 "
+        f"| closed {args.closed_conns}c pairs/s | closed p50 | closed p99 "
+        "| server µs/pair | redis µs/pair | loadgen µs/pair | other load | target |"
+    )
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        o, c = r.open_loop, r.closed_loop
+        cpu = c["cpu_us_per_pair"]
+        target = ("yes" if _meets_target(r) else "no") if r.variant == "redis" else "-"
+        other = max(o["cpu_cores_busy"].get("other", 0.0), c["cpu_cores_busy"].get("other", 0.0))
+        rows.append(
+            f"| {r.stack} | {r.variant} | {o['p50_ms']:.3f} | {o['p90_ms']:.3f} | {o['p99_ms']:.3f} "
+            f"| {o['p99.9_ms']:.3f} | {c['pairs_per_s']:,.0f} | {c['p50_ms']:.3f} | {c['p99_ms']:.3f} "
+            f"| {cpu.get('server', 0):.0f} | {cpu.get('redis', 0):.0f} | {cpu.get('loadgen', 0):.0f} "
+            f"| {other:.2f} | {target} |"
+        )
+    return "\n".join(rows)
+
+
+def _environment(args: argparse.Namespace) -> dict[str, Any]:
+    redis_version = redis.Redis.from_url(REDIS_URL).info("server")["redis_version"]
+    return {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "redis_server": redis_version,
+        "packages": {
+            p: version(p)
+            for p in ("litestar", "uvicorn", "httptools", "uvloop", "granian", "msgspec", "redis", "hiredis")
+        },
+        "duration_s": args.duration,
+        "open_loop": {"rate_pairs_per_s": args.rate, "connections": args.open_conns},
+        "closed_loop": {"connections": args.closed_conns},
+        "latencies": "ms per reserve+commit pair, from the load generator (raw asyncio streams, uvloop)",
+        "cpu_us_per_pair": "closed loop; server includes child processes; redis from INFO cpu",
+        "other_load": "cores busy with processes other than server, redis and loadgen (noise)",
+        "loadavg_at_start": args.loadavg_at_start,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Main.
+# --------------------------------------------------------------------------------------------
+
+
+async def _bench_stack(stack: Stack, args: argparse.Namespace) -> list[Result]:
+    results = []
+    with _server(stack) as (proc, port):
+        await _wait_ready(port, proc)
+        pid = proc.pid
+        for variant in stack.variants:
+            prefix = "" if variant == "redis" else NOOP_PREFIX
+            opened = await _measure(
+                lambda c: _open_loop(c, args.rate, args.duration), port, prefix, args.open_conns, pid
+            )
+            closed = await _measure(
+                lambda c: _closed_loop(c, args.duration), port, prefix, args.closed_conns, pid
+            )
+            result = Result(
+                stack.name, variant, " ".join(stack.argv(port)[1:]), _summary(opened), _summary(closed)
+            )
+            o, c = result.open_loop, result.closed_loop
+            print(
+                f"{stack.name:<17} {variant:<5} open p50 {o['p50_ms']:.3f} ms p99 {o['p99_ms']:.3f} ms"
+                f" | closed {c['pairs_per_s']:,.0f} pairs/s",
+                flush=True,
+            )
+            results.append(result)
+    return results
+
+
+async def _main(args: argparse.Namespace) -> list[Result]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.script_load(LUA)
+    client.delete(LEASE_KEY)
+    try:
+        results: list[Result] = []
+        for stack in STACKS:
+            if stack.name in args.stacks:
+                results += await _bench_stack(stack, args)
+        return results
+    finally:
+        client.delete(LEASE_KEY)
+        client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load shape (default 5)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop pairs/s (default 1000)")
+    parser.add_argument("--open-conns", type=int, default=16, help="open-loop connections (default 16)")
+    parser.add_argument("--closed-conns", type=int, default=32, help="closed-loop connections (default 32)")
+    names = [s.name for s in STACKS]
+    parser.add_argument(
+        "--stacks", type=lambda s: s.split(","), default=names, help=f"subset of {','.join(names)}"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="results folder (default bench/results)"
+    )
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_floor:
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(_serve_floor(args.serve_floor))
+        return
+    if unknown := set(args.stacks) - set(names):
+        parser.error(f"unknown stacks: {', '.join(sorted(unknown))}")
+
+    args.loadavg_at_start = os.getloadavg()
+    if args.loadavg_at_start[0] > 0.5:
+        print(
+            f"warning: load average {args.loadavg_at_start[0]:.2f} before the run: expect noise", flush=True
+        )
+    results = uvloop.run(_main(args))
+    table = _markdown(results, args)
+    env = _environment(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "http_stack.json").write_text(
+        json.dumps({"environment": env, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+    )
+    (args.out / "http_stack.md").write_text(
+        "# HTTP stack for the sidecar hot path\n\n"
+        "Generated by `python -m bench.http_stack`; latencies in ms per reserve+commit pair. "
+        f"Target (redis rows): open-loop p50 <= 0.5 and p99 <= 2 at {args.rate:g} pairs/s, "
+        ">= 5,000 pairs/s closed loop. CPU columns: closed loop, µs of CPU per pair. "
+        "Other load: cores busy with other processes during the row (noise; 2 cores in all).\n\n"
+        f"{table}\n\n"
+        f"Environment: Python {env['python']}, {env['cpus']} CPUs, Redis {env['redis_server']}, "
+        + ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+        + ".\n"
+    )
+    print()
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""``iron-sidecar`` / ``python -m sidecar``: the budget sidecar next to an agent runtime.
+
+Reads ``IRON_CONTROL_PLANE_URL``, ``IRON_IC_TOKEN`` and ``REDIS_URL`` (see README.md for
+the rest). Serves on 127.0.0.1:8081 by default, or on a Unix socket.
+"""
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+import uvloop
+
+from sidecar.app import Sidecar
+from sidecar.config import ConfigError, SidecarSettings
+
+
+async def serve(settings: SidecarSettings) -> None:
+    sidecar = Sidecar(settings)
+    app = await sidecar.start()
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        uds=settings.unix_socket,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        backlog=4096,
+    )
+    try:
+        await uvicorn.Server(config).serve()  # returns on SIGTERM / SIGINT
+    finally:
+        await sidecar.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iron-sidecar", description=__doc__)
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--unix-socket", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("unix_socket", args.unix_socket)) if v
+    }
+    try:
+        settings = SidecarSettings.from_env(**overrides)
+    except ConfigError as exc:
+        print(f"iron-sidecar: {exc}", file=sys.stderr)
+        return 2
+    uvloop.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""One sidecar process: its parts, and the order they start and stop in."""
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as redis
+
+from sidecar.config import SidecarSettings
+from sidecar.control_plane import ControlPlaneClient
+from sidecar.flusher import Flusher
+from sidecar.lease import LeaseManager
+from sidecar.metrics import Metrics
+from sidecar.server import SidecarApp
+from sidecar.service import RuntimeService
+from sidecar.store import JournalReader
+
+log = logging.getLogger("iron.sidecar")
+
+
+class Sidecar:
+    def __init__(self, settings: SidecarSettings) -> None:
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.client = ControlPlaneClient(
+            settings.control_plane_url, settings.ic_token, settings.control_plane_timeout_s
+        )
+        self.metrics = Metrics()
+        self.lease = LeaseManager(settings, self.redis, self.client, self.metrics)
+        self._flusher: Flusher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> SidecarApp:
+        """Obtain the lease (waiting out a control-plane outage), start the background work,
+        and return the ASGI app that serves the runtime."""
+        await self.lease.start()
+        store = self.lease.store
+        assert store is not None
+        self._flusher = Flusher(
+            JournalReader(self.redis, store.keys, self.settings.replica_id),
+            self.client,
+            lambda: self.lease.lease_id,
+            self.metrics,
+            batch_size=self.settings.batch_size,
+            batch_age_ms=self.settings.batch_age_ms,
+            claim_idle_ms=self.settings.claim_idle_ms,
+            on_reachable=self.lease.set_reachable,
+        )
+        self._tasks = [
+            asyncio.create_task(self._flusher.run()),
+            asyncio.create_task(self.lease.run_heartbeats()),
+        ]
+        service = RuntimeService(self.settings, self.lease, self.client, self.metrics)
+        return SidecarApp(service, self.lease, self.metrics)
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Flush the journal, then hand the lease back if this is the last replica."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        if self._flusher is not None:
+            self._flusher.stop()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._tasks[0], drain_timeout_s)
+            try:
+                await asyncio.wait_for(self._flusher.drain(), drain_timeout_s)
+            except TimeoutError:
+                log.warning("journal not fully flushed at shutdown; it stays in Redis for the next start")
+        await self.lease.stop()
+        await self.client.aclose()
+        await self.redis.aclose()

@@ -1,0 +1,161 @@
+"""Ships the agent's usage journal to the control plane in batches.
+
+An entry leaves Redis only after the control plane has taken it, so a crash,
+a control-plane outage or a Redis restart (with AOF) loses nothing; a batch
+sent twice is harmless because the control plane deduplicates by event id.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from iron.money import usd
+from iron.protocol import Usage
+from sidecar.control_plane import ControlPlaneClient, LeaseGone, Refused, Unreachable
+from sidecar.metrics import Metrics
+from sidecar.store import JournalEntry, JournalReader
+
+log = logging.getLogger("iron.sidecar")
+
+_MAX_BATCH = 1000  # what one report to the control plane may carry
+_CLAIM_EVERY_S = 5.0
+_WAIT_SLICE_MS = 200
+
+
+class _Charged(Protocol):
+    """What a journal entry and a just-charged event share."""
+
+    @property
+    def cost_micros(self) -> int: ...
+    @property
+    def input_tokens(self) -> int: ...
+    @property
+    def output_tokens(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def ts_ms(self) -> int: ...
+    @property
+    def latency_ms(self) -> int | None: ...
+
+
+def to_usage(event_id: str, event: _Charged) -> Usage:
+    """The budget protocol's usage record of one charged call."""
+    return Usage(
+        request_id=event_id,
+        input_tokens=event.input_tokens,
+        output_tokens=event.output_tokens,
+        cost_usd=usd(event.cost_micros, 6),
+        model=event.model,
+        provider=event.provider,
+        timestamp=datetime.fromtimestamp(event.ts_ms / 1000, UTC),
+        status="failed" if event.status == "failed" else "completed",
+        latency_ms=event.latency_ms,
+    )
+
+
+def _age_ms(entry: JournalEntry, now_ms: int) -> int:
+    return now_ms - int(entry.stream_id.partition("-")[0])
+
+
+class Flusher:
+    def __init__(
+        self,
+        reader: JournalReader,
+        client: ControlPlaneClient,
+        current_lease: Callable[[], str | None],
+        metrics: Metrics,
+        *,
+        batch_size: int,
+        batch_age_ms: int,
+        claim_idle_ms: int,
+        on_reachable: Callable[[bool], None],
+    ) -> None:
+        self._reader = reader
+        self._client = client
+        self._current_lease = current_lease
+        self._metrics = metrics
+        self._batch_size = min(batch_size, _MAX_BATCH)
+        self._batch_age_ms = batch_age_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._on_reachable = on_reachable
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Until :meth:`stop`: recover own unacknowledged entries, then ship new ones as they come."""
+        await self._reader.ensure_group()
+        await self._ship_all(lambda: self._reader.read_own_pending(_MAX_BATCH))
+        last_claim = 0.0
+        while not self._stopping.is_set():
+            if time.monotonic() - last_claim >= _CLAIM_EVERY_S:
+                last_claim = time.monotonic()
+                await self._ship_all(lambda: self._reader.claim_abandoned(self._claim_idle_ms, _MAX_BATCH))
+            batch = await self._collect()
+            if batch:
+                await self._ship(batch)
+            self._metrics.journal_depth.set(await self._reader.depth())
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def drain(self) -> None:
+        """Ship everything in the journal; for shutdown, after :meth:`run` has returned.
+
+        Waits while the control plane is away: bound it with a timeout. What is left stays in
+        Redis for another replica, or for this one's next start.
+        """
+        await self._ship_all(lambda: self._reader.read_own_pending(_MAX_BATCH))
+        await self._ship_all(lambda: self._reader.read_new(_MAX_BATCH, None))
+
+    async def _collect(self) -> list[JournalEntry]:
+        """Up to ``batch_size`` entries, waiting at most ``batch_age_ms`` past the oldest.
+
+        Waits in slices of at most ``_WAIT_SLICE_MS`` so that :meth:`stop` is noticed promptly
+        rather than by cancelling a blocked Redis read.
+        """
+        batch = await self._reader.read_new(self._batch_size, min(self._batch_age_ms, _WAIT_SLICE_MS))
+        while batch and len(batch) < self._batch_size and not self._stopping.is_set():
+            wait_ms = self._batch_age_ms - _age_ms(batch[0], int(time.time() * 1000))
+            if wait_ms <= 0:
+                break
+            batch += await self._reader.read_new(self._batch_size - len(batch), min(wait_ms, _WAIT_SLICE_MS))
+        return batch
+
+    async def _ship_all(self, read: Callable[[], Awaitable[list[JournalEntry]]]) -> None:
+        while entries := await read():
+            await self._ship(entries)
+
+    async def _ship(self, entries: list[JournalEntry]) -> None:
+        """Send until the control plane has taken every entry; back off while it is away."""
+        backoff = 0.05
+        while True:
+            try:
+                await self._send(entries)
+                self._on_reachable(True)
+                return
+            except Unreachable:
+                self._on_reachable(False)
+            except (Refused, LeaseGone) as exc:  # never drop usage: keep it and say so loudly
+                log.error("control plane refused a usage batch (%s); keeping it", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _send(self, entries: list[JournalEntry]) -> None:
+        started = time.perf_counter()
+        fallback = self._current_lease()
+        for lease_id, group in itertools.groupby(entries, key=lambda e: e.lease_id or fallback):
+            events = list(group)
+            if lease_id is None:
+                raise Unreachable("no lease to report against yet")
+            await self._client.report(lease_id, [to_usage(e.event_id, e) for e in events])
+            await self._reader.ack([e.stream_id for e in events])
+            self._metrics.flushed.inc(len(events))
+        self._metrics.flush_seconds.observe(time.perf_counter() - started)

@@ -60,6 +60,8 @@ LUA: Final = "return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])"
 BUDGET_MICROS: Final = 10**12
 NOOP_PREFIX: Final = "/noop"
 READY_TIMEOUT_S: Final = 20.0
+#: Other processes' CPU above which a row is flagged as noisy.
+NOISY_CORES: Final = 0.2
 ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 
@@ -598,6 +600,11 @@ def _meets_target(r: Result) -> bool:
     return bool(o["p50_ms"] <= 0.5 and o["p99_ms"] <= 2.0 and c["pairs_per_s"] >= 5000)
 
 
+def _other_load(r: Result) -> float:
+    """Cores other processes kept busy (the worse of the two shapes): how noisy this row is."""
+    return float(max(r.open_loop["cpu_cores_busy"]["other"], r.closed_loop["cpu_cores_busy"]["other"]))
+
+
 def _markdown(results: list[Result], args: argparse.Namespace) -> str:
     head = (
         f"| stack | variant | open {args.rate:g}/s p50 | p90 | p99 | p99.9 "
@@ -609,7 +616,7 @@ def _markdown(results: list[Result], args: argparse.Namespace) -> str:
         o, c = r.open_loop, r.closed_loop
         cpu = c["cpu_us_per_pair"]
         target = ("yes" if _meets_target(r) else "no") if r.variant == "redis" else "-"
-        other = max(o["cpu_cores_busy"].get("other", 0.0), c["cpu_cores_busy"].get("other", 0.0))
+        other = _other_load(r)
         rows.append(
             f"| {r.stack} | {r.variant} | {o['p50_ms']:.3f} | {o['p90_ms']:.3f} | {o['p99_ms']:.3f} "
             f"| {o['p99.9_ms']:.3f} | {c['pairs_per_s']:,.0f} | {c['p50_ms']:.3f} | {c['p99_ms']:.3f} "
@@ -709,10 +716,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown stacks: {', '.join(sorted(unknown))}")
 
     args.loadavg_at_start = os.getloadavg()
-    if args.loadavg_at_start[0] > 0.5:
-        print(
-            f"warning: load average {args.loadavg_at_start[0]:.2f} before the run: expect noise", flush=True
-        )
     results = uvloop.run(_main(args))
     table = _markdown(results, args)
     env = _environment(args)
@@ -733,6 +736,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print()
     print(table)
+    if noisy := [f"{r.stack}/{r.variant}" for r in results if _other_load(r) > NOISY_CORES]:
+        print(f"\nwarning: other processes kept > {NOISY_CORES} cores busy during {', '.join(noisy)}: rerun")
 
 
 if __name__ == "__main__":

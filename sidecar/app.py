@@ -11,6 +11,7 @@ from sidecar.control_plane import ControlPlaneClient
 from sidecar.flusher import Flusher
 from sidecar.lease import LeaseManager
 from sidecar.metrics import Metrics
+from sidecar.scripts import ScriptClient
 from sidecar.server import SidecarApp
 from sidecar.service import RuntimeService
 from sidecar.store import JournalReader
@@ -22,11 +23,12 @@ class Sidecar:
     def __init__(self, settings: SidecarSettings) -> None:
         self.settings = settings
         self.redis = redis.Redis.from_url(settings.redis_url)
+        self.scripts = ScriptClient.from_url(settings.redis_url)  # the hot path's own connection
         self.client = ControlPlaneClient(
             settings.control_plane_url, settings.ic_token, settings.control_plane_timeout_s
         )
         self.metrics = Metrics()
-        self.lease = LeaseManager(settings, self.redis, self.client, self.metrics)
+        self.lease = LeaseManager(settings, self.redis, self.scripts, self.client, self.metrics)
         self._flusher: Flusher | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -67,4 +69,5 @@ class Sidecar:
                 log.warning("journal not fully flushed at shutdown; it stays in Redis for the next start")
         await self.lease.stop()
         await self.client.aclose()
+        await self.scripts.aclose()
         await self.redis.aclose()

@@ -21,6 +21,7 @@ from iron.protocol import HandshakeResponse, ProviderInfo
 from sidecar.config import SidecarSettings
 from sidecar.control_plane import BudgetExhausted, ControlPlaneClient, LeaseGone, Refused, Unreachable
 from sidecar.metrics import Metrics
+from sidecar.scripts import ScriptClient
 from sidecar.store import LeaseStore, agent_cache_key
 
 log = logging.getLogger("iron.sidecar")
@@ -43,10 +44,16 @@ def _ms(moment: str) -> int:
 
 class LeaseManager:
     def __init__(
-        self, settings: SidecarSettings, redis: Redis, client: ControlPlaneClient, metrics: Metrics
+        self,
+        settings: SidecarSettings,
+        redis: Redis,
+        scripts: ScriptClient,
+        client: ControlPlaneClient,
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._redis = redis
+        self._scripts = scripts
         self._client = client
         self._metrics = metrics
         self._owner = f"{settings.replica_id}:{secrets.token_hex(4)}"
@@ -221,7 +228,9 @@ class LeaseManager:
 
     def _attach(self, agent_id: str) -> None:
         if self.store is None:
-            self.store = LeaseStore(self._redis, agent_id, hold_ms=self._settings.hold_ms)
+            self.store = LeaseStore(
+                self._redis, agent_id, hold_ms=self._settings.hold_ms, scripts=self._scripts
+            )
 
     def set_reachable(self, up: bool) -> None:
         self.control_plane_reachable = up

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
 from redis.exceptions import ResponseError
 
+from sidecar.scripts import LuaScript, ScriptClient
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
 __all__ = [
     "CommitOutcome",
@@ -54,6 +55,17 @@ def _lua(name: str) -> str:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# Read once per process; a script is called by its SHA-1 and loaded on NOSCRIPT.
+_LUA_RESERVE = LuaScript.of(_lua("reserve"))
+_LUA_COMMIT = LuaScript.of(_lua("commit"))
+_LUA_CANCEL = LuaScript.of(_lua("cancel"))
+_LUA_REPORT = LuaScript.of(_lua("report"))
+_LUA_EXPIRE = LuaScript.of(_lua("expire_reservations"))
+_LUA_INSTALL = LuaScript.of(_lua("install_lease"))
+_LUA_UNLOCK = LuaScript.of(_lua("unlock"))
+_LUA_LEAVE = LuaScript.of(_lua("leave"))
 
 
 class ReserveOutcome(enum.Enum):
@@ -171,21 +183,14 @@ class LeaseStore:
     """
 
     __slots__ = (
-        "_cancel",
-        "_commit",
         "_dedup_window_ms",
-        "_expire",
         "_hold_ms",
-        "_install",
         "_k_lease",
         "_k_report",
         "_k_res",
         "_k_res_commit",
-        "_leave",
         "_redis",
-        "_report",
-        "_reserve",
-        "_unlock",
+        "_scripts",
         "agent_id",
         "keys",
     )
@@ -197,10 +202,13 @@ class LeaseStore:
         *,
         hold_ms: int = 60_000,
         dedup_window_ms: int = 86_400_000,
+        scripts: ScriptClient | None = None,
     ) -> None:
+        """``scripts`` carries the hot path's Lua calls; by default a client of the same server."""
         if hold_ms <= 0 or dedup_window_ms <= 0:
             raise ValueError("hold_ms and dedup_window_ms must be positive")
         self._redis = redis
+        self._scripts = scripts or ScriptClient.like(redis.connection_pool.connection_kwargs)
         self._hold_ms = hold_ms
         self._dedup_window_ms = dedup_window_ms
         self.agent_id = agent_id
@@ -210,16 +218,6 @@ class LeaseStore:
         self._k_res = (k.lease, k.res, k.res_exp)
         self._k_res_commit = (k.lease, k.res, k.res_exp, k.seen, k.journal)
         self._k_report = (k.lease, k.seen, k.journal)
-        # redis-py's script objects call EVALSHA and on NOSCRIPT (SCRIPT FLUSH, restart,
-        # failover) load the script and retry, so no call ever ships the full text twice.
-        self._reserve: AsyncScript = redis.register_script(_lua("reserve"))
-        self._commit: AsyncScript = redis.register_script(_lua("commit"))
-        self._cancel: AsyncScript = redis.register_script(_lua("cancel"))
-        self._report: AsyncScript = redis.register_script(_lua("report"))
-        self._expire: AsyncScript = redis.register_script(_lua("expire_reservations"))
-        self._install: AsyncScript = redis.register_script(_lua("install_lease"))
-        self._unlock: AsyncScript = redis.register_script(_lua("unlock"))
-        self._leave: AsyncScript = redis.register_script(_lua("leave"))
 
     async def install_lease(self, lease_id: str, granted_total_micros: int, expires_at_ms: int) -> int:
         """Install a lease or apply a top-up; returns remaining micros.
@@ -231,7 +229,9 @@ class LeaseStore:
         if not lease_id:
             raise ValueError("lease id must be non-empty")
         _micros(granted_total_micros, "granted_total_micros")
-        remaining: int = await self._install(self._k_lease, (lease_id, granted_total_micros, expires_at_ms))
+        remaining: int = await self._scripts.run(
+            _LUA_INSTALL, self._k_lease, (lease_id, granted_total_micros, expires_at_ms)
+        )
         return remaining
 
     async def reserve(
@@ -250,7 +250,9 @@ class LeaseStore:
         _micros(estimate_micros, "estimate_micros")
         now = _now_ms() if now_ms is None else now_ms
         deadline = now + (self._hold_ms if hold_ms is None else hold_ms)
-        code, remaining = await self._reserve(self._k_res, (reservation_id, estimate_micros, now, deadline))
+        code, remaining = await self._scripts.run(
+            _LUA_RESERVE, self._k_res, (reservation_id, estimate_micros, now, deadline)
+        )
         return ReserveResult(_RESERVE[code], remaining)
 
     async def commit(self, reservation_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
@@ -259,15 +261,15 @@ class LeaseStore:
         Charged in full even above the estimate or without a live hold (flagged as unknown
         reservation); a replay of the same id within the dedup window charges nothing.
         """
-        return await self._charge(self._commit, self._k_res_commit, reservation_id, usage, now_ms)
+        return await self._charge(_LUA_COMMIT, self._k_res_commit, reservation_id, usage, now_ms)
 
     async def report(self, request_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
         """Charge and journal usage that had no reservation; idempotent by ``request_id``."""
-        return await self._charge(self._report, self._k_report, request_id, usage, now_ms)
+        return await self._charge(_LUA_REPORT, self._k_report, request_id, usage, now_ms)
 
     async def _charge(
         self,
-        script: AsyncScript,
+        script: LuaScript,
         keys: tuple[str, ...],
         event_id: str,
         u: UsageEvent,
@@ -277,7 +279,8 @@ class LeaseStore:
         if u.status not in _STATUSES:
             raise ValueError(f"status must be 'completed' or 'failed', got {u.status!r}")
         now = _now_ms() if now_ms is None else now_ms
-        code, remaining = await script(
+        code, remaining = await self._scripts.run(
+            script,
             keys,
             (
                 event_id,
@@ -297,7 +300,7 @@ class LeaseStore:
 
     async def cancel(self, reservation_id: str) -> bool:
         """Release a hold without charging; False if none was live (so a retry is harmless)."""
-        return bool(await self._cancel(self._k_res, (reservation_id,)))
+        return bool(await self._scripts.run(_LUA_CANCEL, self._k_res, (reservation_id,)))
 
     async def expire_reservations(self, now_ms: int | None = None, limit: int = DEFAULT_EXPIRE_LIMIT) -> int:
         """Release at most ``limit`` holds whose deadline passed; returns how many.
@@ -306,7 +309,9 @@ class LeaseStore:
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
-        released: int = await self._expire(self._k_res, (_now_ms() if now_ms is None else now_ms, limit))
+        released: int = await self._scripts.run(
+            _LUA_EXPIRE, self._k_res, (_now_ms() if now_ms is None else now_ms, limit)
+        )
         return released
 
     async def snapshot(self) -> LeaseSnapshot:
@@ -336,7 +341,7 @@ class LeaseStore:
         return bool(await self._redis.set(self.keys.refresh_lock, owner, nx=True, px=ttl_ms))
 
     async def release_refresh_lock(self, owner: str) -> None:
-        await self._unlock((self.keys.refresh_lock,), (owner,))
+        await self._scripts.run(_LUA_UNLOCK, (self.keys.refresh_lock,), (owner,))
 
     async def heartbeat(self, replica_id: str, now_ms: int | None = None) -> None:
         """Say this replica is alive, so the last one out knows it is last."""
@@ -345,7 +350,9 @@ class LeaseStore:
     async def leave(self, replica_id: str, member_ttl_ms: int, now_ms: int | None = None) -> str | None:
         """Deregister; returns the lease id to hand back if no live replica remains."""
         now = _now_ms() if now_ms is None else now_ms
-        lease_id = await self._leave((self.keys.members, self.keys.lease), (replica_id, now, member_ttl_ms))
+        lease_id = await self._scripts.run(
+            _LUA_LEAVE, (self.keys.members, self.keys.lease), (replica_id, now, member_ttl_ms)
+        )
         text = lease_id.decode() if isinstance(lease_id, bytes) else lease_id
         return text or None
 

@@ -33,7 +33,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 import sidecar.store
+from sidecar.scripts import LuaScript
 from sidecar.store import (
+    LUA_DIR,
     CommitOutcome,
     LeaseStore,
     ReserveOutcome,
@@ -445,7 +447,8 @@ async def test_scripts_survive_script_flush(r: Redis, store: LeaseStore) -> None
     await r.script_flush()
     assert await store.install_lease("lease_1", USD, NOW + HOUR) == USD - 1_001
     # after a reload, calls go by EVALSHA again
-    assert await r.script_exists(store._install.sha) == [True]
+    install = LuaScript.of((LUA_DIR / "install_lease.lua").read_text())
+    assert await r.script_exists(install.sha) == [True]
 
 
 async def test_works_with_decode_responses(url: str) -> None:

@@ -5,6 +5,7 @@ import contextlib
 import logging
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from sidecar.config import SidecarSettings
 from sidecar.control_plane import ControlPlaneClient
@@ -67,7 +68,10 @@ class Sidecar:
                 await asyncio.wait_for(self._flusher.drain(), drain_timeout_s)
             except TimeoutError:
                 log.warning("journal not fully flushed at shutdown; it stays in Redis for the next start")
-        await self.lease.stop()
+        try:
+            await self.lease.stop()
+        except (RedisError, OSError) as exc:  # the lease expires at the control plane instead
+            log.warning("could not leave cleanly: %s", type(exc).__name__)
         await self.client.aclose()
         await self.scripts.aclose()
         await self.redis.aclose()

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from iron.money import usd
 from iron.protocol import Usage
 from sidecar.control_plane import ControlPlaneClient, LeaseGone, Refused, Unreachable
@@ -90,18 +92,31 @@ class Flusher:
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        """Until :meth:`stop`: recover own unacknowledged entries, then ship new ones as they come."""
-        await self._reader.ensure_group()
-        await self._ship_all(lambda: self._reader.read_own_pending(_MAX_BATCH))
+        """Until :meth:`stop`: recover own unacknowledged entries, then ship new ones as they come.
+
+        Redis going away (a restart) pauses the loop; it resumes where the stream says.
+        """
+        recovered = False
         last_claim = 0.0
         while not self._stopping.is_set():
-            if time.monotonic() - last_claim >= _CLAIM_EVERY_S:
-                last_claim = time.monotonic()
-                await self._ship_all(lambda: self._reader.claim_abandoned(self._claim_idle_ms, _MAX_BATCH))
-            batch = await self._collect()
-            if batch:
-                await self._ship(batch)
-            self._metrics.journal_depth.set(await self._reader.depth())
+            try:
+                if not recovered:
+                    await self._reader.ensure_group()
+                    await self._ship_all(lambda: self._reader.read_own_pending(_MAX_BATCH))
+                    recovered = True
+                if time.monotonic() - last_claim >= _CLAIM_EVERY_S:
+                    last_claim = time.monotonic()
+                    await self._ship_all(
+                        lambda: self._reader.claim_abandoned(self._claim_idle_ms, _MAX_BATCH)
+                    )
+                batch = await self._collect()
+                if batch:
+                    await self._ship(batch)
+                self._metrics.journal_depth.set(await self._reader.depth())
+            except (RedisError, OSError) as exc:
+                log.warning("journal read failed (%s); retrying", type(exc).__name__)
+                recovered = False  # re-read own pending: a batch may have been cut short
+                await asyncio.sleep(0.2)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from iron.money import grant_micros
 from iron.protocol import HandshakeResponse, ProviderInfo
@@ -76,12 +77,15 @@ class LeaseManager:
         while True:
             try:
                 await self._ensure_lease(digest)
-                break
+                if self.store is not None and (await self.store.snapshot()).lease_id is not None:
+                    break  # ours, or one another replica installed
             except Unreachable:
                 self.set_reachable(False)
             except BudgetExhausted:
                 if self.store is not None:  # serve refusals until an admin raises the budget
                     break
+            except (RedisError, OSError) as exc:
+                log.warning("Redis unavailable at start: %s", type(exc).__name__)
             log.warning("no lease yet; retrying in %.1f s", backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
@@ -136,7 +140,7 @@ class LeaseManager:
             await asyncio.sleep(self._settings.heartbeat_s)
             try:
                 await self.heartbeat_once()
-            except (OSError, ConnectionError) as exc:  # Redis away for a moment: next beat
+            except (RedisError, OSError) as exc:  # Redis away for a moment: next beat
                 log.warning("heartbeat failed: %s", type(exc).__name__)
 
     async def _refresh(self) -> None:
@@ -155,7 +159,7 @@ class LeaseManager:
             log.error("control plane refused the lease call (%s %s)", exc.status, exc.code)
             self._quiet_until = time.monotonic() + 5
             self._metrics.lease_refreshes.labels("refused").inc()
-        except (OSError, ConnectionError) as exc:
+        except (RedisError, OSError) as exc:
             log.warning("lease refresh failed on Redis: %s", type(exc).__name__)
             self._quiet_until = time.monotonic() + 0.5
         finally:

@@ -60,8 +60,11 @@ LUA: Final = "return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])"
 BUDGET_MICROS: Final = 10**12
 NOOP_PREFIX: Final = "/noop"
 READY_TIMEOUT_S: Final = 20.0
-#: Other processes' CPU above which a row is flagged as noisy.
+#: Other processes' CPU above which a measurement is retried, and its row flagged, as noisy.
 NOISY_CORES: Final = 0.2
+MAX_ATTEMPTS: Final = 3
+#: Allowance per server for start-up and shutdown when budgeting retries.
+SERVER_START_S: Final = 3.0
 ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 
@@ -448,6 +451,12 @@ class Load:
     start_lags: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
+    attempts: int = 1
+
+    @property
+    def other_cores(self) -> float:
+        """Cores that processes other than ours kept busy meanwhile: this measurement's noise."""
+        return self.cpu_s.get("other", 0.0) / self.elapsed_s if self.elapsed_s else 0.0
 
 
 async def _closed_loop(conns: list[Connection], duration: float) -> Load:
@@ -515,12 +524,14 @@ def _redis_cpu_s(client: redis.Redis) -> float:
 
 
 def _machine_busy_s() -> float:
-    """CPU seconds all cores spent not idle (from /proc/stat), to see other people's load."""
+    """CPU seconds all cores spent running processes or stolen by the hypervisor (/proc/stat),
+    to see other people's load. Interrupt time is left out: loopback traffic is ours."""
     try:
         ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     except (OSError, ValueError):
         return 0.0
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / _TICK  # all but idle and iowait; guest is in user
+    user, nice, system, steal = ticks[0], ticks[1], ticks[2], ticks[7]  # guest time is in user
+    return (user + nice + system + steal) / _TICK
 
 
 def _cpu_sample(server_pid: int, client: redis.Redis) -> dict[str, float]:
@@ -556,6 +567,41 @@ async def _measure(
             await conn.close()
 
 
+@dataclass
+class Budget:
+    """Keeps the whole run bounded: noisy measurements are retried only with time to spare."""
+
+    deadline: float  # time.monotonic()
+    measurements_left: int
+    per_measurement_s: float
+
+    def may_retry(self) -> bool:
+        return time.monotonic() + (self.measurements_left + 1) * self.per_measurement_s < self.deadline
+
+
+async def _measure_quietly(
+    shape: Callable[[list[Connection]], Awaitable[Load]],
+    port: int,
+    prefix: str,
+    conns: int,
+    pid: int,
+    budget: Budget,
+) -> Load:
+    """Measure; when other processes (a shared machine) were busy, measure again while the budget
+    allows, and keep the quietest attempt."""
+    best: Load | None = None
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        load = await _measure(shape, port, prefix, conns, pid)
+        load.attempts = attempt
+        if best is None or load.other_cores < best.other_cores:
+            best = load
+        if best.other_cores <= NOISY_CORES or attempt == MAX_ATTEMPTS or not budget.may_retry():
+            break
+        print(f"  noisy ({load.other_cores:.2f} cores busy elsewhere): measuring again", flush=True)
+    budget.measurements_left -= 1
+    return best
+
+
 # --------------------------------------------------------------------------------------------
 # Reporting.
 # --------------------------------------------------------------------------------------------
@@ -581,6 +627,7 @@ def _summary(load: Load) -> dict[str, Any]:
         },
         "max_ms": round(lat[-1] / 1e6, 3) if lat else None,
         "start_lag_p99_ms": round(_pct(lags, 0.99), 3) if lags else None,
+        "attempts": load.attempts,
         "cpu_us_per_pair": {k: round(v / pairs * 1e6, 1) for k, v in load.cpu_s.items()} if pairs else {},
         "cpu_cores_busy": {k: round(v / load.elapsed_s, 2) for k, v in load.cpu_s.items()},
     }
@@ -652,18 +699,18 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-async def _bench_stack(stack: Stack, args: argparse.Namespace) -> list[Result]:
+async def _bench_stack(stack: Stack, args: argparse.Namespace, budget: Budget) -> list[Result]:
     results = []
     with _server(stack) as (proc, port):
         await _wait_ready(port, proc)
         pid = proc.pid
         for variant in stack.variants:
             prefix = "" if variant == "redis" else NOOP_PREFIX
-            opened = await _measure(
-                lambda c: _open_loop(c, args.rate, args.duration), port, prefix, args.open_conns, pid
+            opened = await _measure_quietly(
+                lambda c: _open_loop(c, args.rate, args.duration), port, prefix, args.open_conns, pid, budget
             )
-            closed = await _measure(
-                lambda c: _closed_loop(c, args.duration), port, prefix, args.closed_conns, pid
+            closed = await _measure_quietly(
+                lambda c: _closed_loop(c, args.duration), port, prefix, args.closed_conns, pid, budget
             )
             result = Result(
                 stack.name, variant, " ".join(stack.argv(port)[1:]), _summary(opened), _summary(closed)
@@ -683,10 +730,15 @@ async def _main(args: argparse.Namespace) -> list[Result]:
     client.script_load(LUA)
     client.delete(LEASE_KEY)
     try:
+        stacks = [s for s in STACKS if s.name in args.stacks]
+        budget = Budget(
+            deadline=time.monotonic() + args.budget - SERVER_START_S * len(stacks),
+            measurements_left=sum(2 * len(s.variants) for s in stacks),
+            per_measurement_s=args.duration + 1.0,
+        )
         results: list[Result] = []
-        for stack in STACKS:
-            if stack.name in args.stacks:
-                results += await _bench_stack(stack, args)
+        for stack in stacks:
+            results += await _bench_stack(stack, args, budget)
         return results
     finally:
         client.delete(LEASE_KEY)
@@ -705,6 +757,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help="results folder (default bench/results)"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=170.0, help="seconds the run may take, retries included (default 170)"
     )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -161,7 +161,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _parent_death_signal(sig: int) -> Callable[[], None] | None:
+def parent_death_signal(sig: int) -> Callable[[], None] | None:
     """A preexec hook asking Linux to send `sig` to the child when this process dies.
 
     Why: without it a SIGKILLed parent leaves orphan servers behind. Linux delivers the signal
@@ -478,7 +478,7 @@ class EmbeddedPostgres(_ChildServer):
             cwd="/",
             env=self._env(),
             start_new_session=True,  # Ctrl-C in the terminal goes to us; we stop it in order
-            preexec_fn=_parent_death_signal(signal.SIGINT),
+            preexec_fn=parent_death_signal(signal.SIGINT),
             user=user,
             group=group,
             extra_groups=extra_groups,
@@ -544,7 +544,7 @@ class EmbeddedValkey(_ChildServer):
             stderr=subprocess.STDOUT,
             cwd=self.data_dir,
             start_new_session=True,
-            preexec_fn=_parent_death_signal(signal.SIGTERM),
+            preexec_fn=parent_death_signal(signal.SIGTERM),
         )
 
     def _ready(self, port: int, pid: int) -> bool:

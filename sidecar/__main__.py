@@ -5,14 +5,35 @@ the rest). Serves on 127.0.0.1:8081 by default, or on a Unix socket.
 """
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 import uvloop
 
 from sidecar.app import Sidecar
 from sidecar.config import ConfigError, SidecarSettings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a caught SIGTERM or SIGINT once it has stopped serving, which would end
+    the process before the journal is flushed and the lease returned. Here a signal only asks the
+    server to stop; the shutdown sequence then runs to the end."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 async def serve(settings: SidecarSettings) -> None:
@@ -30,7 +51,7 @@ async def serve(settings: SidecarSettings) -> None:
         backlog=4096,
     )
     try:
-        await uvicorn.Server(config).serve()  # returns on SIGTERM / SIGINT
+        await _Server(config).serve()  # returns on SIGTERM / SIGINT
     finally:
         await sidecar.stop()
 

@@ -87,7 +87,7 @@ class Call:
     provider: str | None = None
     #: How the commit was charged (``charged``, ``duplicate``, ...); None if it was cancelled.
     outcome: str | None = None
-    _started: float = field(default_factory=time.monotonic, repr=False)
+    _started: float = field(default_factory=time.monotonic, init=False, repr=False)
 
     def _commit(self, status: UsageStatus) -> CommitRequest:
         assert self.cost_usd is not None

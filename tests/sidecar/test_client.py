@@ -129,6 +129,7 @@ async def test_spend_commits_what_the_block_set(
         "SELECT status, model, input_tokens, latency_ms FROM usage_events WHERE agent_id = $1",
         served.agent.id,
     )
+    assert row is not None
     assert (row["status"], row["model"], row["input_tokens"]) == ("completed", "gpt-4o", 300)
     assert row["latency_ms"] is not None
 

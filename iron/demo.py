@@ -36,7 +36,7 @@ from control_plane.agents.schemas import Agent, AgentCreate, AgentCreated
 from control_plane.auth.schemas import LoginRequest, LoginResponse
 from control_plane.lib.pagination import Page
 from control_plane.providers.schemas import Credentials, Provider, ProviderCreate
-from iron.embedded import parent_death_signal, default_data_root, free_port, services
+from iron.embedded import default_data_root, free_port, parent_death_signal, services
 from iron.fake_llm import API_KEY_ENV, PRICES, ChatCompletion, ChatRequest, Message, cost_micros, count_tokens
 from iron.money import charge_micros, grant_micros, usd
 from sidecar.client import AsyncSidecarClient, BudgetExhausted

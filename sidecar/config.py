@@ -30,9 +30,14 @@ class SidecarSettings:
     batch_age_ms: int = 100
     reporting: Reporting = "batched"
     heartbeat_s: float = 15.0
-    member_ttl_ms: int = 60_000
-    claim_idle_ms: int = 30_000
+    member_ttl_ms: int = 45_000  # a replica silent for three heartbeats is gone
+    claim_idle_ms: int = 30_000  # a dead replica's unacknowledged journal is taken over after this
     control_plane_timeout_s: float = 5.0
+
+    @property
+    def refresh_lock_ms(self) -> int:
+        """Held at most for one control-plane call: a replica that dies holding it blocks no one for long."""
+        return int(self.control_plane_timeout_s * 1000) + 1000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "SidecarSettings":
@@ -62,7 +67,12 @@ class SidecarSettings:
                 "batch_size": int(env.get("IRON_FLUSH_BATCH", 200)),
                 "batch_age_ms": int(env.get("IRON_FLUSH_AGE_MS", 100)),
                 "reporting": reporting,
+                "claim_idle_ms": int(env.get("IRON_CLAIM_IDLE_MS", 30_000)),
+                "control_plane_timeout_s": float(env.get("IRON_CONTROL_PLANE_TIMEOUT_S", 5)),
             }
+            heartbeat = float(env.get("IRON_HEARTBEAT_S", 15))
+            values["heartbeat_s"] = heartbeat
+            values["member_ttl_ms"] = int(env.get("IRON_MEMBER_TTL_MS", int(heartbeat * 3000)))
         except ValueError as exc:
             raise ConfigError(f"invalid number in the sidecar settings: {exc}") from None
         values.update(overrides)

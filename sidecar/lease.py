@@ -27,7 +27,6 @@ from sidecar.store import LeaseStore, agent_cache_key
 
 log = logging.getLogger("iron.sidecar")
 
-_LOCK_TTL_MS = 10_000
 _EXHAUSTED_BACKOFF_S = 2.0
 _EXTEND_WHEN_WITHIN_MS = 5 * 60_000  # heartbeat a lease that would expire this soon
 
@@ -180,7 +179,7 @@ class LeaseManager:
             await self._redis.set(agent_cache_key(digest), handshake.agent_id)
             return
         store = self.store
-        if not await store.try_refresh_lock(self._owner, _LOCK_TTL_MS):
+        if not await store.try_refresh_lock(self._owner, self._settings.refresh_lock_ms):
             return  # another replica is at it; its result lands in the same Redis
         try:
             snap = await store.snapshot()

@@ -1,19 +1,9 @@
-"""Real processes for the fault tests: sidecars and control planes we can kill, and a slow proxy.
-
-Run as ``python -m tests.sidecar.fault_processes --port P`` it is the real sidecar
-(:func:`sidecar.__main__.serve`) with extra settings from the JSON object in
-``IRON_TEST_SIDECAR_SETTINGS``, for the few settings that have no environment variable of their
-own (``claim_idle_ms``, ``heartbeat_s``). Everything else comes from the environment, exactly as
-for ``python -m sidecar``.
-"""
+"""Real processes for the fault tests: sidecars and control planes we can kill, and a slow proxy."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import json
-import logging
 import os
 import signal
 import subprocess
@@ -120,10 +110,8 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def sidecar_argv(port: int, settings: dict[str, object] | None = None) -> list[str]:
-    """``python -m sidecar``; or, when settings without a variable are needed, this module."""
-    module = "sidecar" if not settings else "tests.sidecar.fault_processes"
-    return [sys.executable, "-m", module, "--port", str(port)]
+def sidecar_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "sidecar", "--port", str(port)]
 
 
 def control_plane_argv(port: int) -> list[str]:
@@ -197,23 +185,3 @@ class DelayingProxy:
             await sink.drain()
         with contextlib.suppress(OSError):
             sink.write_eof()
-
-
-def _launch() -> int:
-    """The real sidecar, with settings that have no environment variable (see the module doc)."""
-    import uvloop
-
-    from sidecar.__main__ import serve
-    from sidecar.config import SidecarSettings
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    extra = json.loads(os.environ.get("IRON_TEST_SIDECAR_SETTINGS", "{}"))
-    uvloop.run(serve(SidecarSettings.from_env(port=args.port, **extra)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_launch())

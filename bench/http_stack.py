@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -47,6 +47,8 @@ import redis
 import redis.asyncio
 import uvloop
 from litestar import Litestar, Router, post
+
+from bench.loadgen import Connection, Load, PairShape, ProtocolFailure, closed_loop, open_loop, summary
 
 if TYPE_CHECKING:
     from granian.rsgi import HTTPProtocol, Scope
@@ -360,13 +362,7 @@ def _server(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
                 proc.wait()
 
 
-# --------------------------------------------------------------------------------------------
-# The load generator: raw asyncio streams, one request in flight per keep-alive connection.
-# --------------------------------------------------------------------------------------------
-
-_REQUEST: Final = (
-    b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-)
+# The bodies of this benchmark's own two endpoints (see ReserveRequest and CommitRequest above).
 _RESERVE_BODY: Final = b'{"estimated_cost_usd": 0.01, "request_id": "r-%d"}'
 _COMMIT_BODY: Final = (
     b'{"reservation_id": "r-%d", "actual_cost_usd": 0.0093, "input_tokens": 1234, '
@@ -375,52 +371,10 @@ _COMMIT_BODY: Final = (
 )
 
 
-class ProtocolFailure(RuntimeError):
-    """A reply the sidecar contract does not allow (wrong status, malformed HTTP)."""
-
-
-class Connection:
-    """One persistent HTTP/1.1 connection, parsing only what the replies need."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, prefix: str) -> None:
-        self._reader, self._writer = reader, writer
-        self._reserve_path = f"{prefix}/v1/reserve".encode()
-        self._commit_path = f"{prefix}/v1/commit".encode()
-
-    @classmethod
-    async def open(cls, port: int, prefix: str) -> Connection:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer, prefix)
-
-    async def _request(self, path: bytes, body: bytes, expect: int) -> None:
-        self._writer.write(_REQUEST % (path, len(body), body))
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        lower = head.lower()
-        at = lower.find(b"\r\ncontent-length:")
-        if at >= 0:
-            length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
-            if length:
-                await self._reader.readexactly(length)
-        elif b"\r\ntransfer-encoding: chunked" in lower:
-            while size := int((await self._reader.readuntil(b"\r\n")).strip(), 16):
-                await self._reader.readexactly(size + 2)
-            await self._reader.readuntil(b"\r\n")
-        if status != expect:
-            raise ProtocolFailure(f"{path.decode()}: HTTP {status}, expected {expect}")
-
-    async def pair(self, n: int) -> int:
-        """One reserve then one commit; the pair's latency in ns."""
-        start = time.perf_counter_ns()
-        await self._request(self._reserve_path, _RESERVE_BODY % n, 200)
-        await self._request(self._commit_path, _COMMIT_BODY % n, 204)
-        return time.perf_counter_ns() - start
-
-    async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+def _shape(prefix: str) -> PairShape:
+    return PairShape(
+        f"{prefix}/v1/reserve".encode(), _RESERVE_BODY, f"{prefix}/v1/commit".encode(), _COMMIT_BODY
+    )
 
 
 async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -428,7 +382,7 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
         try:
-            conn = await Connection.open(port, NOOP_PREFIX)
+            conn = await Connection.open(HOST, port, _shape(NOOP_PREFIX))
             try:
                 await asyncio.wait_for(conn.pair(0), 2.0)
                 return
@@ -440,64 +394,6 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
-
-
-@dataclass
-class Load:
-    """What one load shape measured: pair latencies (ns) and the CPU each process spent."""
-
-    latencies: list[int] = field(default_factory=list)
-    #: How late each open-loop pair started against its schedule (ns): the generator's own lag.
-    start_lags: list[int] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    cpu_s: dict[str, float] = field(default_factory=dict)
-    attempts: int = 1
-
-    @property
-    def other_cores(self) -> float:
-        """Cores that processes other than ours kept busy meanwhile: this measurement's noise."""
-        return self.cpu_s.get("other", 0.0) / self.elapsed_s if self.elapsed_s else 0.0
-
-
-async def _closed_loop(conns: list[Connection], duration: float) -> Load:
-    """Each connection sends pairs back to back until the deadline: maximum throughput."""
-    load = Load()
-    deadline = time.perf_counter_ns() + int(duration * 1e9)
-
-    async def run(k: int) -> None:
-        n = k
-        while time.perf_counter_ns() < deadline:
-            load.latencies.append(await conns[k].pair(n))
-            n += len(conns)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(run(k) for k in range(len(conns))))
-    load.elapsed_s = time.perf_counter() - start
-    return load
-
-
-async def _open_loop(conns: list[Connection], rate: float, duration: float) -> Load:
-    """Pairs start on a fixed clock (pair i at t0 + i/rate), spread round-robin over the
-    connections, so a slow reply cannot slow the offered load down (no coordinated omission
-    from the generator; lateness is recorded as start lag)."""
-    load = Load()
-    total = int(rate * duration)
-    interval_ns = 1e9 / rate
-    t0 = time.perf_counter_ns() + 10_000_000
-
-    async def run(k: int) -> None:
-        for i in range(k, total, len(conns)):
-            due = t0 + int(i * interval_ns)
-            wait = due - time.perf_counter_ns()
-            if wait > 0:
-                await asyncio.sleep(wait / 1e9)
-            load.start_lags.append(max(0, time.perf_counter_ns() - due))
-            load.latencies.append(await conns[k].pair(i))
-
-    start = time.perf_counter()
-    await asyncio.gather(*(run(k) for k in range(len(conns))))
-    load.elapsed_s = time.perf_counter() - start
-    return load
 
 
 # ---- CPU accounting: which process the 2 cores went to. ------------------------------------
@@ -548,9 +444,9 @@ async def _measure(
 ) -> Load:
     """Open the connections, warm up (pool, caches), then run ``shape`` with GC paused."""
     client = redis.Redis.from_url(REDIS_URL)
-    pool = [await Connection.open(port, prefix) for _ in range(conns)]
+    pool = [await Connection.open(HOST, port, _shape(prefix)) for _ in range(conns)]
     try:
-        await _closed_loop(pool, 0.5)
+        await closed_loop(pool, 0.5)
         gc.collect()
         gc.disable()
         before = _cpu_sample(pid, client)
@@ -605,32 +501,6 @@ async def _measure_quietly(
 # --------------------------------------------------------------------------------------------
 # Reporting.
 # --------------------------------------------------------------------------------------------
-
-
-def _pct(sorted_ns: list[int], q: float) -> float:
-    """Nearest-rank percentile in ms."""
-    if not sorted_ns:
-        return float("nan")
-    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6
-
-
-def _summary(load: Load) -> dict[str, Any]:
-    lat = sorted(load.latencies)
-    pairs = len(lat)
-    lags = sorted(load.start_lags)
-    return {
-        "pairs": pairs,
-        "pairs_per_s": round(pairs / load.elapsed_s, 1) if load.elapsed_s else 0.0,
-        **{
-            f"p{k}_ms": round(_pct(lat, q), 3)
-            for k, q in (("50", 0.5), ("90", 0.9), ("99", 0.99), ("99.9", 0.999))
-        },
-        "max_ms": round(lat[-1] / 1e6, 3) if lat else None,
-        "start_lag_p99_ms": round(_pct(lags, 0.99), 3) if lags else None,
-        "attempts": load.attempts,
-        "cpu_us_per_pair": {k: round(v / pairs * 1e6, 1) for k, v in load.cpu_s.items()} if pairs else {},
-        "cpu_cores_busy": {k: round(v / load.elapsed_s, 2) for k, v in load.cpu_s.items()},
-    }
 
 
 @dataclass
@@ -707,13 +577,13 @@ async def _bench_stack(stack: Stack, args: argparse.Namespace, budget: Budget) -
         for variant in stack.variants:
             prefix = "" if variant == "redis" else NOOP_PREFIX
             opened = await _measure_quietly(
-                lambda c: _open_loop(c, args.rate, args.duration), port, prefix, args.open_conns, pid, budget
+                lambda c: open_loop(c, args.rate, args.duration), port, prefix, args.open_conns, pid, budget
             )
             closed = await _measure_quietly(
-                lambda c: _closed_loop(c, args.duration), port, prefix, args.closed_conns, pid, budget
+                lambda c: closed_loop(c, args.duration), port, prefix, args.closed_conns, pid, budget
             )
             result = Result(
-                stack.name, variant, " ".join(stack.argv(port)[1:]), _summary(opened), _summary(closed)
+                stack.name, variant, " ".join(stack.argv(port)[1:]), summary(opened), summary(closed)
             )
             o, c = result.open_loop, result.closed_loop
             print(

@@ -16,13 +16,9 @@ import os
 import random
 import secrets
 import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
-from typing import Self, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -36,9 +32,10 @@ from control_plane.agents.schemas import Agent, AgentCreate, AgentCreated
 from control_plane.auth.schemas import LoginRequest, LoginResponse
 from control_plane.lib.pagination import Page
 from control_plane.providers.schemas import Credentials, Provider, ProviderCreate
-from iron.embedded import default_data_root, free_port, parent_death_signal, services
+from iron.embedded import default_data_root, free_port, services
 from iron.fake_llm import API_KEY_ENV, PRICES, ChatCompletion, ChatRequest, Message, cost_micros, count_tokens
 from iron.money import charge_micros, grant_micros, usd
+from iron.processes import Children, StartFailed, wait_ready
 from sidecar.client import AsyncSidecarClient, BudgetExhausted
 from sidecar.schemas import BudgetView
 
@@ -46,9 +43,7 @@ DEMO_ADMIN_EMAIL = "admin@example.com"
 DEMO_ADMIN_PASSWORD = "admin-password"  # noqa: S105  (a local demo; production refuses defaults)
 NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 LEASE_USD = "0.5"  # small, so that sidecars refresh their leases many times
-START_TIMEOUT_S = 60.0
 DRIVE_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 20.0
 WORDS = ("the", "agent", "reads", "a", "ticket", "drafts", "reply", "checks", "policy", "calls", "tool")
 
 T = TypeVar("T")
@@ -84,72 +79,6 @@ class Ledger:
     overdrawn: int
     events: int
     open_leases: int
-
-
-# -- child processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Children:
-    """Child processes, each with a log file; on exit sidecars stop first (they return leases)."""
-
-    log_dir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, module_args: list[str], env: dict[str, str]) -> None:
-        with (self.log_dir / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(  # noqa: S603 - this interpreter, fixed modules, no shell
-                [sys.executable, "-m", *module_args],
-                env={**os.environ, **env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches only the demo, which stops them in order
-                preexec_fn=parent_death_signal(signal.SIGTERM),  # no orphans if the demo is killed
-            )
-        self.procs[name] = proc
-
-    def log_tail(self, name: str, lines: int = 20) -> str:
-        text = (self.log_dir / f"{name}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, names: list[str]) -> dict[str, int]:
-        """SIGTERM (a graceful stop), then kill whatever has not exited in time; the exit codes."""
-        procs = {name: self.procs.pop(name) for name in names if name in self.procs}
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in procs.values():
-            try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return {name: proc.returncode for name, proc in procs.items()}
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop([name for name in self.procs if name.startswith("sidecar-")])
-        self.stop(list(self.procs))
-
-
-async def wait_ready(http: httpx.AsyncClient, children: Children, name: str, url: str) -> None:
-    """Until ``url`` answers below 500; fails with the log's tail if the process exits first."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if (await http.get(url)).status_code < 500:
-                return
-        code = children.procs[name].poll()
-        if code is not None or time.monotonic() > deadline:
-            state = f"exited with code {code}" if code is not None else "did not start in time"
-            raise DemoError(f"{name} {state}; its log ends with:\n{children.log_tail(name)}")
-        await asyncio.sleep(0.1)
 
 
 # -- the admin's side: REST API of the control plane -----------------------------------------------
@@ -476,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with services(data_root) as urls, Children(log_dir) as children:
             ok = asyncio.run(run(args, urls.database_url, urls.redis_url, children, console))
-    except DemoError as exc:
+    except (DemoError, StartFailed) as exc:
         console.print(f"[red]demo failed[/]: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -105,13 +105,13 @@ class Load:
         return self.cpu_s.get("other", 0.0) / self.elapsed_s if self.elapsed_s else 0.0
 
 
-async def closed_loop(conns: list[Connection], duration: float, first: int = 0) -> Load:
+async def closed_loop(conns: list[Connection], duration: float) -> Load:
     """Each connection sends pairs back to back until the deadline: maximum throughput."""
     load = Load()
     deadline = time.perf_counter_ns() + int(duration * 1e9)
 
     async def run(k: int) -> None:
-        n = first + k
+        n = k
         while time.perf_counter_ns() < deadline:
             load.latencies.append(await conns[k].pair(n))
             n += len(conns)
@@ -122,7 +122,7 @@ async def closed_loop(conns: list[Connection], duration: float, first: int = 0) 
     return load
 
 
-async def open_loop(conns: list[Connection], rate: float, duration: float, first: int = 0) -> Load:
+async def open_loop(conns: list[Connection], rate: float, duration: float) -> Load:
     """Pairs start on a fixed clock (pair i at t0 + i/rate), spread round-robin over the
     connections, so a slow reply cannot slow the offered load down (no coordinated omission
     from the generator; lateness is recorded as start lag)."""
@@ -138,7 +138,7 @@ async def open_loop(conns: list[Connection], rate: float, duration: float, first
             if wait > 0:
                 await asyncio.sleep(wait / 1e9)
             load.start_lags.append(max(0, time.perf_counter_ns() - due))
-            load.latencies.append(await conns[k].pair(first + i))
+            load.latencies.append(await conns[k].pair(i))
 
     start = time.perf_counter()
     await asyncio.gather(*(run(k) for k in range(len(conns))))

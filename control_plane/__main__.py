@@ -6,13 +6,13 @@ Valkey from pinned pip packages, so a fresh machine needs nothing else.
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 
 import uvicorn
 
 from control_plane.settings import SettingsError
+from iron.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("IRON_PORT", 8080)))
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
 
     with contextlib.ExitStack() as stack:
         if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,
-            log_level="info",
+            log_config=None,  # ours (configure_logging): no tracebacks in the log
         )
     return 0
 

@@ -7,7 +7,6 @@ the rest). Serves on 127.0.0.1:8081 by default, or on a Unix socket.
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 import uvloop
 
+from iron.logs import configure_logging
 from sidecar.app import Sidecar
 from sidecar.config import ConfigError, SidecarSettings
 
@@ -47,8 +47,11 @@ async def serve(settings: SidecarSettings) -> None:
         http="httptools",
         lifespan="off",
         access_log=False,
-        log_level="warning",
+        log_config=None,  # ours (configure_logging): no tracebacks in the log
         backlog=4096,
+        # a runtime's connection idles for the whole LLM call between reserve and commit
+        timeout_keep_alive=75,
+        proxy_headers=False,  # loopback only: no proxy in front, no per-request middleware
     )
     try:
         await _Server(config).serve()  # returns on SIGTERM / SIGINT
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--unix-socket", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging()
     overrides = {
         k: v for k, v in (("host", args.host), ("port", args.port), ("unix_socket", args.unix_socket)) if v
     }

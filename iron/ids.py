@@ -15,6 +15,9 @@ BUDGET_REQUEST: Final = "breq"
 AUDIT: Final = "audit"
 EVENT: Final = "evt"
 REQUEST: Final = "req"
+# Prefixes of secret values (not ids): an API token reads apitok_..., a refresh token rt_...
+API_TOKEN_VALUE: Final = "apitok"
+REFRESH_TOKEN_VALUE: Final = "rt"
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 

@@ -10,6 +10,7 @@ from litestar.params import FromPath, RawBody
 from control_plane.agents import repository
 from control_plane.agents.repository import AgentRow
 from control_plane.agents.schemas import Agent, AgentCreate, AgentCreated, IcTokenIssued
+from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal
 from control_plane.budget import repository as budget_repo
 from control_plane.budget.ledger import available
@@ -53,7 +54,10 @@ def may_read(user: NamedDependency[UserPrincipal], row: AgentRow) -> bool:
 
 @post("/api/v1/agents")
 async def create_agent(
-    body: RawBody, user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
+    request: Request[Any, Any, Any],
+    body: RawBody,
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
 ) -> AgentCreated:
     if user.role == "viewer":
         raise permission_denied("Viewers cannot create agents")
@@ -88,6 +92,14 @@ async def create_agent(
         )
         token = await ic_tokens.issue(conn, agent_id)
         row = await repository.by_id(conn, agent_id)
+        await audit.record(
+            conn,
+            audit.actor_of(request, user),
+            "AGENT_CREATED",
+            "agent",
+            agent_id,
+            metadata={"name": data.name, "budget": data.budget, "providers": data.providers},
+        )
     assert row is not None
     issued = IcTokenIssued(id=token.id, token=token.token, created_at=iso(token.created_at))
     return AgentCreated(**{f: getattr(to_wire(row), f) for f in Agent.__struct_fields__}, ic_token=issued)

@@ -14,6 +14,7 @@ from control_plane.auth.schemas import LoginRequest, LoginResponse, UserSummary
 from control_plane.auth.secrets import new_token, token_hash, verify_password
 from control_plane.lib.errors import ApiError
 from control_plane.users import repository as users
+from iron import ids
 from iron.timefmt import iso, utcnow
 from iron.validation import decode
 
@@ -31,7 +32,7 @@ async def login(
         raise ApiError(403, "AUTH_ACCOUNT_SUSPENDED", "This account is suspended")
     settings = request.app.state.settings
     access = jwt_tokens.issue(user.id, settings.jwt_secret, settings.access_token_ttl_s)
-    refresh = new_token("rt")
+    refresh = new_token(ids.REFRESH_TOKEN_VALUE)
     await sessions.insert_refresh_token(
         pool,
         token_hash(refresh),

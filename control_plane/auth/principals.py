@@ -11,7 +11,8 @@ import msgspec
 from litestar import Request
 from litestar.di import Provide
 
-from control_plane.auth import jwt_tokens
+from control_plane.api_tokens import repository as api_tokens
+from control_plane.auth import jwt_tokens, revocation
 from control_plane.lib.db import pool_of
 from control_plane.lib.errors import ApiError, invalid_token, permission_denied
 from control_plane.tokens import repository as ic_tokens
@@ -25,6 +26,7 @@ ROLES = ("admin", "user", "viewer")
 class UserPrincipal:
     user_id: str
     role: str
+    jti: str | None = None  # the access token's id (None for an API token): what logout revokes
 
     @property
     def is_admin(self) -> bool:
@@ -49,17 +51,24 @@ async def current_user(request: Request[Any, Any, Any]) -> UserPrincipal:
         raise invalid_token("Authentication required")
     if token.startswith(f"{ids.IC_TOKEN}_"):
         raise permission_denied("IC tokens are for the budget protocol only")
-    settings = request.app.state.settings
-    try:
-        claims = jwt_tokens.verify(token, settings.jwt_secret)
-    except jwt_tokens.TokenExpired:
-        raise ApiError(401, "AUTH_TOKEN_EXPIRED", "Authentication token expired") from None
-    except jwt_tokens.TokenInvalid:
-        raise invalid_token() from None
-    user = await users.by_id(pool_of(request.app.state), claims.user_id)
-    if user is None or user.status != "active":
+    state = request.app.state
+    if token.startswith(f"{ids.API_TOKEN_VALUE}_"):
+        user_id = await api_tokens.owner(pool_of(state), token)
+        jti = None
+    else:
+        try:
+            claims = jwt_tokens.verify(token, state.settings.jwt_secret)
+        except jwt_tokens.TokenExpired:
+            raise ApiError(401, "AUTH_TOKEN_EXPIRED", "Authentication token expired") from None
+        except jwt_tokens.TokenInvalid:
+            raise invalid_token() from None
+        if await revocation.is_revoked(state.redis, claims.jti):
+            raise invalid_token("Authentication token revoked")
+        user_id, jti = claims.user_id, claims.jti
+    user = await users.by_id(pool_of(state), user_id) if user_id else None
+    if user is None or user.status != "active":  # a suspended user's tokens stop working at once
         raise invalid_token()
-    return UserPrincipal(user.id, user.role)
+    return UserPrincipal(user.id, user.role, jti)
 
 
 def require_admin(user: UserPrincipal) -> None:

@@ -1,14 +1,15 @@
 """Budget limits: the admin's side of an agent's budget."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-from litestar import get, put
+from litestar import Request, get, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 
 from control_plane.agents.schemas import BudgetUsd
+from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.budget import repository as repo
 from control_plane.budget import service
@@ -51,6 +52,7 @@ class BudgetHistory(msgspec.Struct, kw_only=True):
 
 @put("/api/v1/limits/agents/{agent_id:str}/budget")
 async def set_agent_budget(
+    request: Request[Any, Any, Any],
     agent_id: FromPath[str],
     body: RawBody,
     user: NamedDependency[UserPrincipal],
@@ -67,6 +69,16 @@ async def set_agent_budget(
             force=data.force,
             changed_by=user.user_id,
             reason=data.reason,
+        )
+        await audit.record(
+            conn,
+            audit.actor_of(request, user),
+            "BUDGET_UPDATED",
+            "agent",
+            agent_id,
+            before={"budget": usd(before.budget)},
+            after={"budget": usd(after.budget)},
+            metadata={"reason": data.reason, "force_flag": data.force},
         )
     return BudgetState(
         agent_id=agent_id,

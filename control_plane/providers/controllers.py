@@ -7,6 +7,7 @@ from litestar import Request, post
 from litestar.di import NamedDependency
 from litestar.params import RawBody
 
+from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.lib.errors import conflict
 from control_plane.providers import repository
@@ -47,15 +48,25 @@ async def create_provider(
         data.credentials.api_key.encode(),
         provider_id.encode(),
     )
-    row = await repository.insert(
-        pool,
-        provider_id=provider_id,
-        name=data.name,
-        type_=data.type,
-        endpoint=data.endpoint,
-        models=data.models,
-        key_ciphertext=sealed,
-    )
-    if row is None:
-        raise conflict("A provider with this name exists", name=data.name)
-    return to_wire(row)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await repository.insert(
+            conn,
+            provider_id=provider_id,
+            name=data.name,
+            type_=data.type,
+            endpoint=data.endpoint,
+            models=data.models,
+            key_ciphertext=sealed,
+        )
+        if row is None:
+            raise conflict("A provider with this name exists", name=data.name)
+        created = to_wire(row)
+        await audit.record(
+            conn,
+            audit.actor_of(request, user),
+            "PROVIDER_CREATED",
+            "provider",
+            row.id,
+            metadata={"name": row.name, "type": row.type, "endpoint": row.endpoint},
+        )
+    return created

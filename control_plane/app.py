@@ -13,6 +13,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from control_plane.agents import controllers as agents
+from control_plane.api_tokens import controllers as api_tokens
+from control_plane.audit import controllers as audit
 from control_plane.auth import controllers as auth
 from control_plane.auth.principals import current_user
 from control_plane.budget import limits, protocol
@@ -21,10 +23,13 @@ from control_plane.lib.db import create_pool, provide_pool
 from control_plane.lib.errors import exception_handlers
 from control_plane.lib.migrations import apply_migrations
 from control_plane.lib.request_id import attach_request_id
+from control_plane.projects import controllers as projects
 from control_plane.providers import controllers as providers
+from control_plane.requests import controllers as budget_requests
 from control_plane.settings import Settings
 from control_plane.system import controllers as system
 from control_plane.tokens import controllers as ic_tokens
+from control_plane.users import controllers as users
 from control_plane.users.service import ensure_bootstrap_admin
 
 log = logging.getLogger("iron.control_plane")
@@ -62,11 +67,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     route_handlers: list[Any] = [
         *system.handlers,
-        auth.login,
-        providers.create_provider,
+        *auth.handlers,
+        *users.handlers,
+        *api_tokens.handlers,
+        *providers.handlers,
+        *projects.handlers,
         *agents.handlers,
-        *limits.handlers,
         *ic_tokens.handlers,
+        *limits.handlers,
+        *budget_requests.handlers,
+        *audit.handlers,
         *protocol.handlers,
     ]
     return Litestar(

@@ -47,3 +47,6 @@ async def login(
         refresh_token=refresh,
         user=UserSummary(id=user.id, email=user.email, role=user.role, name=user.name),
     )
+
+
+handlers = [login]

@@ -70,3 +70,6 @@ async def create_provider(
             metadata={"name": row.name, "type": row.type, "endpoint": row.endpoint},
         )
     return created
+
+
+handlers = [create_provider]

@@ -1,0 +1,1 @@
+"""Projects: groups of agents, with their budget and spend totals."""

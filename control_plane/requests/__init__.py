@@ -1,0 +1,1 @@
+"""Budget-change requests: a user asks for more budget for an agent, an admin decides."""

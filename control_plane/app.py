@@ -19,6 +19,7 @@ from control_plane.auth import controllers as auth
 from control_plane.auth.principals import current_user
 from control_plane.budget import limits, protocol
 from control_plane.budget.sweeper import run_sweeper
+from control_plane.lib import openapi, ratelimit
 from control_plane.lib.db import create_pool, provide_pool
 from control_plane.lib.errors import exception_handlers
 from control_plane.lib.migrations import apply_migrations
@@ -84,11 +85,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
-            "user": Provide(current_user),
+            "user": Provide(ratelimit.per_user(current_user)),
         },
         exception_handlers=exception_handlers,
-        before_send=[attach_request_id],
-        state=State({"settings": settings}),
+        before_send=[attach_request_id, ratelimit.attach_headers],
+        state=State({"settings": settings, "rate_limits": ratelimit.RateLimits.from_settings(settings)}),
+        openapi_config=openapi.config(),
         logging_config=None,
         debug=False,
     )

@@ -30,6 +30,8 @@ class Settings:
     sweep_interval_s: float = 30.0
     db_pool_min: int = 2
     db_pool_max: int = 20
+    rate_limits: str | None = None  # IRON_RATE_LIMITS: "off", or CATEGORY=LIMIT/WINDOW_S overrides
+    rate_limits_scale: str | None = None  # IRON_RATE_LIMITS_SCALE: a factor on every limit
 
     @property
     def production(self) -> bool:
@@ -67,4 +69,6 @@ class Settings:
             sweep_interval_s=float(env.get("IRON_SWEEP_INTERVAL", 30)),
             db_pool_min=int(env.get("IRON_DB_POOL_MIN", 2)),
             db_pool_max=int(env.get("IRON_DB_POOL_MAX", 20)),
+            rate_limits=env.get("IRON_RATE_LIMITS"),
+            rate_limits_scale=env.get("IRON_RATE_LIMITS_SCALE"),
         )

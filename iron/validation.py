@@ -94,6 +94,10 @@ def decode(body: bytes, type_: type[T]) -> T:
         pass
     except msgspec.DecodeError:
         raise InvalidBody({"body": "Malformed JSON"}, "Request body is not valid JSON") from None
+    try:
+        raw = _untyped.decode(body)
+    except msgspec.DecodeError:  # "[" fails the type check before the parser reaches the end
+        raise InvalidBody({"body": "Malformed JSON"}, "Request body is not valid JSON") from None
     errors: FieldErrors = {}
-    _collect(_untyped.decode(body), type_, "", errors)
+    _collect(raw, type_, "", errors)
     raise InvalidBody(errors or {"body": "Invalid request body"})

@@ -67,6 +67,8 @@ def env(database_url: str, redis_url: str) -> dict[str, str]:
         "IRON_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
         "IRON_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "IRON_SWEEP_INTERVAL": "3600",
+        # many tests share one admin; the limiter has tests of its own (test_rate_limits.py)
+        "IRON_RATE_LIMITS": "off",
     }
 
 

@@ -16,6 +16,9 @@ ALL_TABLES = (
     "leases",
     "usage_events",
     "budget_changes",
+    "budget_requests",
+    "api_tokens",
+    "audit_logs",
 )
 
 

@@ -1,28 +1,49 @@
-"""Agent endpoints. Users manage their own agents, admins all, viewers read their own."""
+"""Agent endpoints. Users manage their own agents, admins all, viewers read their own.
 
+Who may do what is decided in :mod:`control_plane.agents.service`.
+"""
+
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
-from litestar import Request, get, post
+import msgspec
+from litestar import Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from control_plane.agents import repository
+from control_plane.agents import filters, repository, service
 from control_plane.agents.repository import AgentRow
-from control_plane.agents.schemas import Agent, AgentCreate, AgentCreated, IcTokenIssued
+from control_plane.agents.schemas import (
+    Agent,
+    AgentCreate,
+    AgentCreated,
+    AgentDeleted,
+    AgentProvidersUpdate,
+    AgentStatus,
+    AgentUpdate,
+    RequestCounts,
+)
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal
 from control_plane.budget import repository as budget_repo
 from control_plane.budget.ledger import available
-from control_plane.lib.errors import not_found, permission_denied, validation_error
-from control_plane.lib.pagination import Page, contains_pattern, page_of, page_request
+from control_plane.lib.db import Executor
+from control_plane.lib.errors import not_found, permission_denied
+from control_plane.lib.pagination import Page, page_of, page_request
 from control_plane.lib.params import checked_id
 from control_plane.providers import repository as providers
+from control_plane.providers.controllers import to_wire as provider_to_wire
+from control_plane.providers.schemas import AssignedProviders
 from control_plane.tokens import repository as ic_tokens
+from control_plane.tokens.schemas import IcTokenIssued
 from iron import ids
 from iron.money import grant_micros, usd
 from iron.timefmt import iso
 from iron.validation import decode
+
+_ONE = "/api/v1/agents/{agent_id:str}"
 
 
 def to_wire(row: AgentRow) -> Agent:
@@ -48,8 +69,9 @@ def to_wire(row: AgentRow) -> Agent:
     )
 
 
-def may_read(user: NamedDependency[UserPrincipal], row: AgentRow) -> bool:
-    return user.is_admin or row.owner_id == user.user_id
+def _fields_of(row: AgentRow) -> dict[str, Any]:
+    """The agent's wire fields, to extend into a larger shape."""
+    return msgspec.structs.asdict(to_wire(row))
 
 
 @post("/api/v1/agents")
@@ -62,20 +84,9 @@ async def create_agent(
     if user.role == "viewer":
         raise permission_denied("Viewers cannot create agents")
     data = decode(body, AgentCreate)
-    known = await providers.existing_ids(pool, data.providers)
-    errors = {
-        f"providers[{index}]": "Unknown provider"
-        for index, provider_id in enumerate(data.providers)
-        if provider_id not in known
-    }
-    if len(set(data.providers)) != len(data.providers):
-        errors["providers"] = "Providers must be distinct"
-    if data.project_id and not await pool.fetchval("SELECT 1 FROM projects WHERE id = $1", data.project_id):
-        errors["project_id"] = "Unknown project"
-    if errors:
-        raise validation_error(errors)
     agent_id = ids.new_id(ids.AGENT)
     async with pool.acquire() as conn, conn.transaction():
+        await service.check_references(conn, data.providers, data.project_id)
         await repository.insert(
             conn,
             agent_id=agent_id,
@@ -102,7 +113,7 @@ async def create_agent(
         )
     assert row is not None
     issued = IcTokenIssued(id=token.id, token=token.token, created_at=iso(token.created_at))
-    return AgentCreated(**{f: getattr(to_wire(row), f) for f in Agent.__struct_fields__}, ic_token=issued)
+    return AgentCreated(**_fields_of(row), ic_token=issued)
 
 
 _STATUSES = ("active",)
@@ -117,35 +128,170 @@ async def list_agents(
     """Admins see every agent; users and viewers their own. Filters: status, project_id, search."""
     query = request.query_params
     errors: dict[str, str] = {}
-    status = query.get("status")
-    if status is not None and status not in _STATUSES:
-        errors["status"] = "Must be one of " + ", ".join(_STATUSES)
-    project_id = query.get("project_id")
-    if project_id is not None and not ids.is_valid(ids.PROJECT, project_id):
-        errors["project_id"] = f"Expected an id of the form {ids.PROJECT}_<uuid4>"
-    search = query.get("search")
-    if search is not None and len(search) > 200:
-        errors["search"] = "At most 200 characters"
-    page = page_request(query, repository.SORTABLE, "-created_at", errors, tiebreak="a.id")
     where = repository.AgentFilter(
         owner_id=None if user.is_admin else user.user_id,
-        status=status,
-        project_id=project_id,
-        search=contains_pattern(search) if search else None,
+        status=filters.one_of(query, "status", _STATUSES, errors),
+        project_id=filters.id_of(query, "project_id", ids.PROJECT, errors),
+        search=filters.search_of(query, errors),
     )
+    page = page_request(query, repository.SORTABLE, "-created_at", errors, tiebreak="a.id")
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 
 
-@get("/api/v1/agents/{agent_id:str}")
+@get(_ONE)
 async def get_agent(
     agent_id: FromPath[str], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> Agent:
+    return to_wire(await service.readable(pool, user, agent_id))
+
+
+@put(_ONE)
+async def update_agent(
+    request: Request[Any, Any, Any],
+    agent_id: FromPath[str],
+    body: RawBody,
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
+) -> Agent:
+    """Name, description, tags and project; the budget changes through the limits endpoint."""
     checked_id(ids.AGENT, agent_id, "agent_id")
-    row = await repository.by_id(pool, agent_id)
-    if row is None or not may_read(user, row):
-        raise not_found("Agent", agent_id=agent_id)
-    return to_wire(row)
+    changes = decode(body, AgentUpdate).given()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await service.manageable(conn, user, agent_id)
+        await service.check_references(conn, project_id=changes.get("project_id"))
+        before = {field: getattr(row, field) for field in changes}
+        await repository.update(conn, replace(row, **changes))
+        actor = audit.actor_of(request, user)
+        await audit.record(conn, actor, "AGENT_UPDATED", "agent", agent_id, before=before, after=changes)
+        updated = await repository.by_id(conn, agent_id)
+    assert updated is not None  # the row is locked
+    return to_wire(updated)
 
 
-handlers = [create_agent, list_agents, get_agent]
+@delete(_ONE, status_code=200)
+async def delete_agent(
+    request: Request[Any, Any, Any],
+    agent_id: FromPath[str],
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
+) -> AgentDeleted:
+    """Soft delete: the agent disappears from every read, its token and open leases end."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await service.manageable(conn, user, agent_id)
+        deleted = await service.delete(conn, row)
+        await audit.record(
+            conn,
+            audit.actor_of(request, user),
+            "AGENT_DELETED",
+            "agent",
+            agent_id,
+            before={"name": row.name, "status": row.status},
+            after={"status": "deleted"},
+            metadata={
+                "ic_token_revoked": deleted.ic_token_revoked,
+                "leases_closed": deleted.leases_closed,
+                "returned": usd(deleted.returned, 6),
+                "budget_requests_cancelled": deleted.budget_requests_cancelled,
+            },
+        )
+    return AgentDeleted(
+        id=agent_id,
+        status="deleted",
+        ic_token_revoked=deleted.ic_token_revoked,
+        leases_closed=deleted.leases_closed,
+        returned=usd(deleted.returned, 6),
+        budget_requests_cancelled=deleted.budget_requests_cancelled,
+    )
+
+
+async def _assigned(conn: Executor, agent_id: str) -> AssignedProviders:
+    rows = await providers.assigned_to(conn, agent_id)
+    return AssignedProviders(agent_id=agent_id, providers=[provider_to_wire(row) for row in rows])
+
+
+@get(f"{_ONE}/providers")
+async def list_agent_providers(
+    agent_id: FromPath[str], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
+) -> AssignedProviders:
+    await service.readable(pool, user, agent_id)
+    return await _assigned(pool, agent_id)
+
+
+@put(f"{_ONE}/providers")
+async def assign_agent_providers(
+    request: Request[Any, Any, Any],
+    agent_id: FromPath[str],
+    body: RawBody,
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
+) -> AssignedProviders:
+    """Replace the agent's providers with ``providers``, in that order (the first is the default)."""
+    checked_id(ids.AGENT, agent_id, "agent_id")
+    data = decode(body, AgentProvidersUpdate)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await service.manageable(conn, user, agent_id)
+        await service.check_references(conn, data.providers)
+        await repository.set_providers(conn, agent_id, data.providers)
+        await audit.record(
+            conn,
+            audit.actor_of(request, user),
+            "AGENT_PROVIDERS_UPDATED",
+            "agent",
+            agent_id,
+            before={"providers": row.providers},
+            after={"providers": data.providers},
+        )
+        return await _assigned(conn, agent_id)
+
+
+@delete(f"{_ONE}/providers/{{provider_id:str}}", status_code=204)
+async def remove_agent_provider(
+    request: Request[Any, Any, Any],
+    agent_id: FromPath[str],
+    provider_id: FromPath[str],
+    user: NamedDependency[UserPrincipal],
+    pool: NamedDependency[asyncpg.Pool],
+) -> Response[None]:
+    checked_id(ids.PROVIDER, provider_id, "provider_id")
+    async with pool.acquire() as conn, conn.transaction():
+        await service.manageable(conn, user, agent_id)
+        if not await repository.remove_provider(conn, agent_id, provider_id):
+            raise not_found("Provider assignment", agent_id=agent_id, provider_id=provider_id)
+        await audit.record(
+            conn,
+            audit.actor_of(request, user),
+            "AGENT_PROVIDER_REMOVED",
+            "agent",
+            agent_id,
+            metadata={"provider_id": provider_id},
+        )
+    return Response(None, status_code=HTTP_204_NO_CONTENT)
+
+
+@get(f"{_ONE}/status")
+async def agent_status(
+    agent_id: FromPath[str], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
+) -> AgentStatus:
+    """The agent's money, request counts and last request (from reported usage), open leases."""
+    row = await service.readable(pool, user, agent_id)
+    seen = await repository.activity(pool, agent_id)
+    return AgentStatus(
+        **_fields_of(row),
+        requests=RequestCounts(total=seen.requests, completed=seen.completed, failed=seen.failed),
+        open_leases=seen.open_leases,
+        last_request_at=iso(seen.last_request_at) if seen.last_request_at else None,
+    )
+
+
+handlers = [
+    create_agent,
+    list_agents,
+    get_agent,
+    update_agent,
+    delete_agent,
+    list_agent_providers,
+    assign_agent_providers,
+    remove_agent_provider,
+    agent_status,
+]

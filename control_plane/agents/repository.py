@@ -1,4 +1,8 @@
-"""SQL of agents (the ledger columns are written only by the budget domain)."""
+"""SQL of agents (the ledger columns are written only by the budget domain).
+
+A deleted agent stays as a row (its history refers to it) with status ``deleted``:
+nothing here reads it back.
+"""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +60,11 @@ async def insert(
         project_id,
         budget_micros,
     )
+    await _assign(conn, agent_id, provider_ids)
+
+
+async def _assign(conn: Conn, agent_id: str, provider_ids: list[str]) -> None:
+    """The providers, in the order given: the first is the agent's default."""
     await conn.execute(
         "INSERT INTO agent_providers (agent_id, provider_id, position)"
         " SELECT $1, p, n FROM unnest($2::text[]) WITH ORDINALITY AS t(p, n)",
@@ -67,6 +76,74 @@ async def insert(
 async def by_id(conn: Executor, agent_id: str) -> AgentRow | None:
     row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1 AND a.status <> 'deleted'", agent_id)
     return AgentRow(**row) if row else None
+
+
+async def lock(conn: Conn, agent_id: str) -> AgentRow | None:
+    """The live agent, its row locked until the caller's transaction ends (the ledger's lock, too)."""
+    row = await conn.fetchrow(
+        f"{_SELECT} WHERE a.id = $1 AND a.status <> 'deleted' FOR UPDATE OF a", agent_id
+    )
+    return AgentRow(**row) if row else None
+
+
+async def update(conn: Conn, agent: AgentRow) -> None:
+    """Write the agent's own fields: name, description, tags and project (never its money)."""
+    await conn.execute(
+        "UPDATE agents SET name = $2, description = $3, tags = $4, project_id = $5, updated_at = now()"
+        " WHERE id = $1",
+        agent.id,
+        agent.name,
+        agent.description,
+        agent.tags,
+        agent.project_id,
+    )
+
+
+async def set_providers(conn: Conn, agent_id: str, provider_ids: list[str]) -> None:
+    await conn.execute("DELETE FROM agent_providers WHERE agent_id = $1", agent_id)
+    await _assign(conn, agent_id, provider_ids)
+    await _touch(conn, agent_id)
+
+
+async def remove_provider(conn: Conn, agent_id: str, provider_id: str) -> bool:
+    status = await conn.execute(
+        "DELETE FROM agent_providers WHERE agent_id = $1 AND provider_id = $2", agent_id, provider_id
+    )
+    if status == "DELETE 0":
+        return False
+    await _touch(conn, agent_id)
+    return True
+
+
+async def _touch(conn: Conn, agent_id: str) -> None:
+    await conn.execute("UPDATE agents SET updated_at = now() WHERE id = $1", agent_id)
+
+
+async def mark_deleted(conn: Conn, agent_id: str) -> None:
+    await conn.execute("UPDATE agents SET status = 'deleted', updated_at = now() WHERE id = $1", agent_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """What the agent's runtimes reported, and its open leases."""
+
+    requests: int
+    completed: int
+    failed: int
+    last_request_at: datetime | None
+    open_leases: int
+
+
+async def activity(conn: Executor, agent_id: str) -> Activity:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS requests, count(*) FILTER (WHERE status = 'completed') AS completed,"
+        " count(*) FILTER (WHERE status = 'failed') AS failed, max(occurred_at) AS last_request_at,"
+        " (SELECT count(*) FROM leases WHERE agent_id = $1 AND status = 'open') AS open_leases"
+        " FROM usage_events WHERE agent_id = $1",
+        agent_id,
+    )
+    assert row is not None  # an aggregate always has its row
+    return Activity(**row)
 
 
 @dataclass(frozen=True, slots=True)

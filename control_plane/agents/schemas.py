@@ -1,30 +1,60 @@
 """Wire types of the agents domain."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
+from control_plane.tokens.schemas import IcTokenIssued
 from iron import ids
 
 ProviderId = Annotated[str, msgspec.Meta(pattern=ids.pattern(ids.PROVIDER))]
 ProjectId = Annotated[str, msgspec.Meta(pattern=ids.pattern(ids.PROJECT))]
 BudgetUsd = Annotated[float, msgspec.Meta(ge=0, le=1_000_000_000)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]  # of an agent, provider or project
+Description = Annotated[str, msgspec.Meta(max_length=1000)]
+Tags = Annotated[list[Tag], msgspec.Meta(max_length=20)]
+ProviderIds = Annotated[list[ProviderId], msgspec.Meta(max_length=20)]
+
+
+class PartialUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A PUT body of optional fields (any domain's): an absent one stays as it is.
+
+    An unknown field is refused rather than ignored (a typo, or ``budget``, which
+    has its own endpoint, must not be a silent no-op), and so is an empty body.
+    """
+
+    def __post_init__(self) -> None:
+        if not self.given():
+            raise ValueError("Give at least one field to change")
+
+    def given(self) -> dict[str, Any]:
+        """The fields present in the body, by name."""
+        values = {name: getattr(self, name) for name in self.__struct_fields__}
+        return {name: value for name, value in values.items() if value is not UNSET}
 
 
 class AgentCreate(msgspec.Struct, kw_only=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    name: Name
     budget: BudgetUsd
-    providers: Annotated[list[ProviderId], msgspec.Meta(max_length=20)] = []
+    providers: ProviderIds = []
     project_id: ProjectId | None = None
-    description: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
-    tags: Annotated[list[Tag], msgspec.Meta(max_length=20)] = []
+    description: Description | None = None
+    tags: Tags = []
 
 
-class IcTokenIssued(msgspec.Struct, kw_only=True):
-    id: str
-    token: str
-    created_at: str
+class AgentUpdate(PartialUpdate, kw_only=True):
+    """The budget is not here: it changes through ``PUT /api/v1/limits/agents/{id}/budget``."""
+
+    name: Name | UnsetType = UNSET
+    description: Description | UnsetType | None = UNSET
+    tags: Tags | UnsetType = UNSET
+    project_id: ProjectId | UnsetType | None = UNSET
+
+
+class AgentProvidersUpdate(msgspec.Struct, kw_only=True):
+    providers: ProviderIds
 
 
 class Agent(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -48,3 +78,26 @@ class Agent(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class AgentCreated(Agent, kw_only=True):
     ic_token: IcTokenIssued
+
+
+class RequestCounts(msgspec.Struct, kw_only=True):
+    total: int
+    completed: int
+    failed: int
+
+
+class AgentStatus(Agent, kw_only=True):
+    """The agent's money and what its runtimes reported."""
+
+    requests: RequestCounts
+    open_leases: int
+    last_request_at: str | None = None
+
+
+class AgentDeleted(msgspec.Struct, kw_only=True):
+    id: str
+    status: str
+    ic_token_revoked: bool
+    leases_closed: int
+    returned: float  # the open leases' unused grant, back from outstanding
+    budget_requests_cancelled: list[str]

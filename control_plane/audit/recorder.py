@@ -17,7 +17,9 @@ from control_plane.lib.request_id import request_id_of
 from iron import ids
 
 REDACTED = "[REDACTED]"
-_SECRET_WORDS = ("password", "token", "secret", "api_key", "credential", "key_ciphertext", "authorization")
+# A field is secret if its name ends with one of these ("ic_token", "new_password", "credentials"),
+# so that a count like "tokens_revoked" stays readable.
+_SECRET_ENDINGS = ("password", "token", "secret", "api_key", "credentials", "key_ciphertext", "authorization")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +46,7 @@ def actor_of(request: Request[Any, Any, Any], user: UserPrincipal | None) -> Act
 
 def redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: REDACTED if any(word in k.lower() for word in _SECRET_WORDS) else redact(v)
-            for k, v in value.items()
-        }
+        return {k: REDACTED if k.lower().endswith(_SECRET_ENDINGS) else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(item) for item in value]
     return value

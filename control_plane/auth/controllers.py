@@ -1,52 +1,71 @@
-"""Login. Refresh, logout and validate come with the admin surface."""
+"""Auth endpoints: login, refresh, logout, validate. The rules live in :mod:`.sessions`."""
 
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from litestar import Request, post
+from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import RawBody
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from control_plane.auth import jwt_tokens
-from control_plane.auth import repository as sessions
-from control_plane.auth.schemas import LoginRequest, LoginResponse, UserSummary
-from control_plane.auth.secrets import new_token, token_hash, verify_password
-from control_plane.lib.errors import ApiError
-from control_plane.users import repository as users
-from iron import ids
-from iron.timefmt import iso, utcnow
+from control_plane.auth import sessions
+from control_plane.auth.principals import UserPrincipal, authenticate, bearer_token
+from control_plane.auth.schemas import (
+    LoginRequest,
+    LoginResponse,
+    RefreshRequest,
+    ValidateRequest,
+    ValidateResponse,
+)
+from control_plane.lib.errors import ApiError, validation_error
+from iron.timefmt import iso
 from iron.validation import decode
 
 
 @post("/api/v1/auth/login", status_code=200)
 async def login(
     request: Request[Any, Any, Any], body: RawBody, pool: NamedDependency[asyncpg.Pool]
-) -> LoginResponse:
+) -> Response[LoginResponse]:
     data = decode(body, LoginRequest)
-    user = await users.by_email(pool, data.email)
-    password_ok = await verify_password(user.password_hash if user else None, data.password)
-    if user is None or not password_ok:
-        raise ApiError(401, "AUTH_INVALID_CREDENTIALS", "Invalid email or password")
-    if user.status != "active":
-        raise ApiError(403, "AUTH_ACCOUNT_SUSPENDED", "This account is suspended")
-    settings = request.app.state.settings
-    access = jwt_tokens.issue(user.id, settings.jwt_secret, settings.access_token_ttl_s)
-    refresh = new_token(ids.REFRESH_TOKEN_VALUE)
-    await sessions.insert_refresh_token(
-        pool,
-        token_hash(refresh),
-        user.id,
-        utcnow() + timedelta(seconds=settings.refresh_token_ttl_s),
-    )
-    return LoginResponse(
-        user_token=access.token,
-        token_type="Bearer",  # noqa: S106
-        expires_in=settings.access_token_ttl_s,
-        expires_at=iso(access.expires_at),
-        refresh_token=refresh,
-        user=UserSummary(id=user.id, email=user.email, role=user.role, name=user.name),
+    state = request.app.state
+    ip = request.client.host if request.client else "unknown"
+    session, attempt = await sessions.login(pool, state.redis, state.settings, ip, data.email, data.password)
+    return Response(session, headers=attempt.headers)
+
+
+@post("/api/v1/auth/refresh", status_code=200)
+async def refresh(
+    request: Request[Any, Any, Any], body: RawBody, pool: NamedDependency[asyncpg.Pool]
+) -> LoginResponse:
+    data = decode(body, RefreshRequest)
+    state = request.app.state
+    return await sessions.refresh(pool, state.redis, state.settings, data.refresh_token)
+
+
+@post("/api/v1/auth/logout", status_code=204)
+async def logout(
+    request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
+) -> Response[None]:
+    state = request.app.state
+    await sessions.logout(pool, state.redis, state.settings, user)
+    return Response(None, status_code=HTTP_204_NO_CONTENT)
+
+
+@post("/api/v1/auth/validate", status_code=200)
+async def validate(request: Request[Any, Any, Any], body: RawBody) -> ValidateResponse:
+    """Public: whether a user token or API token is good right now, and whose it is."""
+    token = (decode(body, ValidateRequest).token if body.strip() else None) or bearer_token(request)
+    if token is None:
+        raise validation_error({"token": "Send a token in the body or as Authorization: Bearer"})
+    try:
+        user, principal = await authenticate(request.app.state, token)
+    except ApiError:
+        return ValidateResponse(valid=False)
+    return ValidateResponse(
+        valid=True,
+        user=sessions.summary_of(user),
+        expires_at=iso(principal.expires_at) if principal.expires_at else None,
     )
 
 
-handlers = [login]
+handlers = [login, refresh, logout, validate]

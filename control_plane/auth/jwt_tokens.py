@@ -1,11 +1,14 @@
 """User access tokens: short-lived HS256 JWTs.
 
 The role is not trusted from the token: every request reads the user's current
-role and status, so a suspension or demotion takes effect at once.
+role and status, so a suspension or demotion takes effect at once. A token also
+names its session (the refresh-token family, ``sid``) so that logout can end the
+session, and the user's token generation (``gen``) so that all of a user's
+sessions can be ended at once by bumping it.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -28,6 +31,8 @@ class AccessClaims:
     user_id: str
     jti: str
     expires_at: datetime
+    session_id: str | None
+    generation: int
 
 
 class TokenExpired(Exception):
@@ -38,11 +43,19 @@ class TokenInvalid(Exception):
     pass
 
 
-def issue(user_id: str, secret: str, ttl_s: int) -> AccessToken:
-    now = utcnow()
+def issue(user_id: str, secret: str, ttl_s: int, *, session_id: str, generation: int) -> AccessToken:
+    now = utcnow().replace(microsecond=0)  # a JWT counts whole seconds: so does the reported expiry
     expires_at = now + timedelta(seconds=ttl_s)
     jti = ids.new_id("jti")
-    claims = {"sub": user_id, "jti": jti, "typ": _TYPE, "iat": now, "exp": expires_at}
+    claims = {
+        "sub": user_id,
+        "jti": jti,
+        "typ": _TYPE,
+        "sid": session_id,
+        "gen": generation,
+        "iat": now,
+        "exp": expires_at,
+    }
     return AccessToken(jwt.encode(claims, secret, algorithm=_ALGORITHM), jti, expires_at)
 
 
@@ -55,6 +68,18 @@ def verify(token: str, secret: str) -> AccessClaims:
         raise TokenExpired from None
     except jwt.PyJWTError:
         raise TokenInvalid from None
-    if claims.get("typ") != _TYPE or not isinstance(claims.get("sub"), str):
+    session_id, generation = claims.get("sid"), claims.get("gen", 0)
+    if (
+        claims.get("typ") != _TYPE
+        or not isinstance(claims.get("sub"), str)
+        or not isinstance(session_id, str | None)
+        or type(generation) is not int
+    ):
         raise TokenInvalid
-    return AccessClaims(claims["sub"], str(claims["jti"]), datetime.fromtimestamp(claims["exp"]).astimezone())
+    return AccessClaims(
+        claims["sub"],
+        str(claims["jti"]),
+        datetime.fromtimestamp(claims["exp"], UTC),
+        session_id,
+        generation,
+    )

@@ -27,3 +27,20 @@ class LoginResponse(msgspec.Struct, kw_only=True):
     expires_at: str
     refresh_token: str
     user: UserSummary
+
+
+TokenValue = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class RefreshRequest(msgspec.Struct, kw_only=True):
+    refresh_token: TokenValue
+
+
+class ValidateRequest(msgspec.Struct, kw_only=True):
+    token: TokenValue | None = None  # or an ``Authorization: Bearer`` header
+
+
+class ValidateResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
+    valid: bool
+    user: UserSummary | None = None
+    expires_at: str | None = None

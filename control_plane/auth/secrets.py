@@ -35,6 +35,11 @@ def new_token(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
+def new_password() -> str:
+    """A password the server picks (144 random bits), for an admin to hand over once."""
+    return secrets.token_urlsafe(18)
+
+
 def token_hash(token: str) -> bytes:
     """Tokens are high-entropy, so a plain SHA-256 is a safe lookup key that reveals nothing."""
     return hashlib.sha256(token.encode()).digest()

@@ -203,6 +203,15 @@ async def agents_with_expired_leases(conn: Executor, now: datetime, limit: int) 
     return [row["agent_id"] for row in rows]
 
 
+async def open_leases(conn: Conn, agent_id: str) -> list[LeaseRow]:
+    """Every open lease of the agent, locked: for closing them all (the agent is going away)."""
+    rows = await conn.fetch(
+        f"SELECT {_LEASE_COLUMNS} FROM leases WHERE agent_id = $1 AND status = 'open' FOR UPDATE",
+        agent_id,
+    )
+    return [LeaseRow(**row) for row in rows]
+
+
 async def expired_leases(conn: Conn, agent_id: str, now: datetime) -> list[LeaseRow]:
     rows = await conn.fetch(
         f"SELECT {_LEASE_COLUMNS} FROM leases"

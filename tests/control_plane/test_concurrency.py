@@ -2,6 +2,7 @@
 
 import asyncio
 import secrets
+from collections import Counter
 from typing import Any
 
 import asyncpg
@@ -31,8 +32,12 @@ async def test_200_concurrent_handshakes_grant_exactly_the_budget(
                 for n in range(200)
             )
         )
+    outcomes = Counter(
+        (r.status_code, r.json()["error"]["code"] if r.status_code != 200 else "") for r in responses
+    )
     granted = [r.json()["budget_granted"] for r in responses if r.status_code == 200]
     refused = [r for r in responses if r.status_code == 403]
+    assert set(outcomes) <= {(200, ""), (403, "BUDGET_EXHAUSTED")}, outcomes
     assert len(granted) == 50
     assert sum(granted) == 50.0
     assert len(refused) == 150

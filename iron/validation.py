@@ -86,10 +86,33 @@ def _convert(raw: Any, type_: Any, path: str, errors: FieldErrors) -> None:
         errors[_join(path, where) or "body"] = message
 
 
+_NUL = "\x00"
+
+
+def _nul_paths(raw: Any, path: str, found: FieldErrors) -> None:
+    if isinstance(raw, str) and _NUL in raw:
+        found[path or "body"] = "Text may not contain NUL (\\u0000) characters"
+    elif isinstance(raw, dict):
+        for key, value in raw.items():
+            _nul_paths(value, _join(path, str(key)), found)
+    elif isinstance(raw, list):
+        for index, value in enumerate(raw):
+            _nul_paths(value, f"{path}[{index}]", found)
+
+
 def decode(body: bytes, type_: type[T]) -> T:
-    """Decode ``body`` as ``type_`` or raise :class:`InvalidBody` naming every bad field."""
+    """Decode ``body`` as ``type_`` or raise :class:`InvalidBody` naming every bad field.
+
+    Text with a NUL character is refused too: no database stores it.
+    """
     try:
-        return msgspec.json.decode(body, type=type_)
+        value = msgspec.json.decode(body, type=type_)
+        if b"\\u0000" in body:  # rare: find where, to say which field
+            nul: FieldErrors = {}
+            _nul_paths(_untyped.decode(body), "", nul)
+            if nul:
+                raise InvalidBody(nul)
+        return value
     except msgspec.ValidationError:
         pass
     except msgspec.DecodeError:

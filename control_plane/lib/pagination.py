@@ -14,6 +14,7 @@ from control_plane.lib.errors import validation_error
 
 T = TypeVar("T")
 
+_MAX_OFFSET = 2**62
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
 
@@ -26,7 +27,8 @@ class PageRequest:
 
     @property
     def offset(self) -> int:
-        return (self.page - 1) * self.per_page
+        """Capped where PostgreSQL's OFFSET ends: any page that far is past the end, so empty."""
+        return min((self.page - 1) * self.per_page, _MAX_OFFSET)
 
 
 class Pagination(msgspec.Struct, kw_only=True):
@@ -60,6 +62,9 @@ def page_request(
     ``errors`` may carry the caller's own filter errors, so they are reported together.
     """
     errors = dict(errors or {})
+    for name, value in query.items():
+        if "\x00" in value:
+            errors[name] = "May not contain NUL characters"
     page = _positive_int(query.get("page"), 1)
     if page is None or page < 1:
         errors["page"] = "Must be an integer >= 1"

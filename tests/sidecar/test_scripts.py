@@ -57,7 +57,9 @@ async def test_noscript_loads_and_retries_and_errors_raise(client: ScriptClient,
 
 async def test_a_killed_connection_fails_calls_in_flight_and_the_next_call_reconnects() -> None:
     # a server of its own: killing every client must not touch the suite's other connections
-    root = Path(tempfile.mkdtemp(dir=default_data_root()))
+    base = default_data_root()  # exists only if the suite started embedded servers itself
+    base.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(dir=base))
     with EmbeddedValkey(root / "valkey") as valkey:
         url = valkey.url()
         client, admin = ScriptClient.from_url(url), redis.Redis.from_url(url)

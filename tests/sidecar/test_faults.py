@@ -494,7 +494,13 @@ async def test_redis_restart_with_aof_loses_no_commit_and_the_sidecar_recovers(
         await asyncio.sleep(1.5)
         await asyncio.to_thread(valkey.stop)  # SIGTERM: Valkey writes out its AOF and exits
         stopped = time.monotonic()
-        await asyncio.sleep(2.0)
+        # while Redis is down the sidecar says so at once: asked directly, not left to the
+        # load's timing (on a loaded CI machine its workers may start nothing in the gap)
+        async with httpx.AsyncClient(timeout=10) as http:
+            probe = await http.post(f"{sidecar.url}/v1/reserve", json={"estimated_cost_usd": 0.001})
+        assert probe.status_code == 503, probe.text
+        assert probe.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+        await asyncio.sleep(max(0.0, 2.0 - (time.monotonic() - stopped)))
         restarting = time.monotonic()
         await asyncio.to_thread(valkey.start)  # same port, same data directory
         back, back_epoch_ms = time.monotonic(), int(time.time() * 1000)
@@ -508,8 +514,7 @@ async def test_redis_restart_with_aof_loses_no_commit_and_the_sidecar_recovers(
         out = await load.stop()
     assert_all_committed(out)
     while_down = out.statuses(since=stopped, until=restarting)
-    assert while_down[503] > 0, while_down
-    assert set(while_down) == {503}, while_down  # "cannot serve right now", never a wrong answer
+    assert set(while_down) <= {503}, while_down  # "cannot serve right now", never a wrong answer
 
     client = redis.Redis.from_url(valkey.url())
     try:

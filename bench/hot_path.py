@@ -21,14 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import uvloop
 
 from bench.loadgen import Connection, closed_loop, open_loop, sidecar_pair, summary
-from iron.embedded import default_data_root, free_port, services
+from iron.embedded import default_data_root, free_port, scratch_database, services
 from iron.money import charge_micros
 from iron.processes import Children, wait_ready
 
@@ -36,20 +35,6 @@ HOST = "127.0.0.1"
 ADMIN = ("bench@example.com", secrets.token_urlsafe(16))
 COST_USD = 0.001
 MODES = ("batched", "per_request")
-
-
-async def _fresh_database(url: str) -> tuple[str, str]:
-    name = f"iron_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    return name, urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-async def _drop_database(url: str, name: str) -> None:
-    admin = await asyncpg.connect(url)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 async def _agent(http: httpx.AsyncClient) -> tuple[str, str]:
@@ -99,12 +84,9 @@ async def _drained(http: httpx.AsyncClient, budget_url: str, timeout_s: float = 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="iron-bench-"))
     with services(default_data_root() / "bench") as urls:
-        name, database_url = await _fresh_database(urls.database_url)
-        try:
-            with Children(log_dir) as children:
+        async with scratch_database(urls.database_url, "iron_bench") as database_url:
+            with Children(log_dir) as children:  # every child stops before the database goes
                 results = await _run(children, urls.redis_url, database_url, args)
-        finally:
-            await _drop_database(urls.database_url, name)  # after every child has stopped
     return results
 
 

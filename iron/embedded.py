@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -31,11 +32,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "EmbeddedPostgres",
@@ -591,6 +593,31 @@ def services(data_root: Path) -> Iterator[ServiceUrls]:
             valkey = stack.enter_context(EmbeddedValkey(data_root / "valkey"))
             redis_url = valkey.url()
         yield ServiceUrls(database_url=database_url, redis_url=redis_url)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database on the server of ``server_url``, named ``<prefix>_<random>``; its URL.
+
+    Dropped on exit, even with connections still open (``WITH (FORCE)``): for test runs,
+    benchmarks and the demo, so that each starts from nothing and leaves nothing behind.
+    """
+    import asyncpg  # the servers above need no driver; only this does
+
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 def default_data_root() -> Path:

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -20,7 +19,7 @@ from litestar import Litestar
 
 from control_plane.app import create_app
 from control_plane.settings import Settings
-from iron.embedded import ServiceUrls, default_data_root, services
+from iron.embedded import ServiceUrls, default_data_root, scratch_database, services
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -33,21 +32,10 @@ def service_urls() -> Iterator[ServiceUrls]:
         yield urls
 
 
-def with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="session")
 async def database_url(service_urls: ServiceUrls) -> AsyncIterator[str]:
-    name = f"iron_test_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(service_urls.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(service_urls.database_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database(service_urls.database_url, "iron_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,15 @@
 
 import asyncio
 import os
-import secrets
 import sys
 from pathlib import Path
 
-import asyncpg
 import msgspec
 import pytest
 
-from iron.embedded import ServiceUrls
+from iron.embedded import ServiceUrls, scratch_database
 from iron.fake_llm import ChatCompletion, ChatRequest, FakeLLM, Message, cost_micros, count_tokens
 from iron.money import charge_micros
-from tests.conftest import with_database
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 90
@@ -21,13 +18,10 @@ TIMEOUT_S = 90
 
 @pytest.mark.slow
 async def test_demo_proves_no_overspend_and_an_exact_ledger(service_urls: ServiceUrls) -> None:
-    name = f"iron_demo_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(service_urls.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    async with scratch_database(service_urls.database_url, "iron_demo") as database_url:
         env = {
             **os.environ,
-            "DATABASE_URL": with_database(service_urls.database_url, name),
+            "DATABASE_URL": database_url,
             "REDIS_URL": service_urls.redis_url,
             "PYTHONIOENCODING": "utf-8",
         }
@@ -44,9 +38,6 @@ async def test_demo_proves_no_overspend_and_an_exact_ledger(service_urls: Servic
             demo.terminate()  # the demo stops its children in order on SIGTERM
             await demo.wait()
             pytest.fail(f"the demo did not finish in {TIMEOUT_S} s")
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     text = output.decode()
     assert demo.returncode == 0, text
     assert "All proofs hold" in text, text

@@ -9,7 +9,6 @@ a minute; ``IRON_SCHEMATHESIS_EXAMPLES`` raises it for a longer local campaign.
 
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -18,9 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -44,7 +41,7 @@ from control_plane.app import create_app
 from control_plane.lib import openapi
 from control_plane.lib.pagination import Page
 from control_plane.settings import Settings
-from iron.embedded import EmbeddedValkey, ServiceUrls
+from iron.embedded import EmbeddedValkey, ServiceUrls, scratch_database
 from iron.validation import decode
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, FAKE_PROVIDER_KEY
 
@@ -232,10 +229,6 @@ def _free_port() -> int:
         return port
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 def _login(url: str) -> str:
     response = httpx.post(
         f"{url}/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}, timeout=30
@@ -247,14 +240,8 @@ def _login(url: str) -> str:
 
 @pytest.fixture(scope="module")
 async def private_database(service_urls: ServiceUrls) -> AsyncIterator[str]:
-    name = f"iron_openapi_{secrets.token_hex(4)}"
-    server = await asyncpg.connect(service_urls.database_url)
-    await server.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(service_urls.database_url, name)
-    finally:
-        await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await server.close()
+    async with scratch_database(service_urls.database_url, "iron_openapi") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

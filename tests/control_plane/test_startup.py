@@ -11,18 +11,13 @@ import pytest
 from control_plane.app import create_app
 from control_plane.lib.migrations import apply_migrations
 from control_plane.settings import Settings, SettingsError
-from iron.embedded import ServiceUrls
-from tests.conftest import with_database
+from iron.embedded import ServiceUrls, scratch_database
 
 
 async def test_replicas_starting_at_once_apply_each_migration_exactly_once(
     service_urls: ServiceUrls,
 ) -> None:
-    name = f"iron_mig_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(service_urls.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = with_database(service_urls.database_url, name)
+    async with scratch_database(service_urls.database_url, "iron_mig") as url:
         conns = [await asyncpg.connect(url) for _ in range(4)]
         results = await asyncio.gather(*(apply_migrations(conn) for conn in conns))
         applied = [versions for versions in results if versions]
@@ -32,9 +27,6 @@ async def test_replicas_starting_at_once_apply_each_migration_exactly_once(
         assert await apply_migrations(conns[0]) == []
         for conn in conns:
             await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def test_production_refuses_default_secrets() -> None:

@@ -24,8 +24,8 @@ from litestar import Litestar
 from control_plane.app import create_app
 from control_plane.settings import Settings
 from iron import ids
-from iron.embedded import ServiceUrls
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, with_database
+from iron.embedded import ServiceUrls, scratch_database
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login
 from tests.control_plane.test_auth import Person, assert_error, bearer, fingerprint, make_person
 from tests.control_plane.test_sessions import client_at, fresh_ip, own_agent_ic_token, start_session
 
@@ -350,18 +350,10 @@ async def test_nobody_demotes_suspends_or_deletes_themselves(
 @contextlib.asynccontextmanager
 async def lone_admin_app(service_urls: ServiceUrls, env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     """A control plane on a database of its own, where the bootstrap admin is the only admin."""
-    name = f"iron_test_lone_{secrets.token_hex(4)}"
-    server = await asyncpg.connect(service_urls.database_url)
-    await server.execute(f'CREATE DATABASE "{name}"')
-    try:
-        application = create_app(
-            Settings.from_env({**env, "DATABASE_URL": with_database(service_urls.database_url, name)})
-        )
+    async with scratch_database(service_urls.database_url, "iron_test_lone") as url:
+        application = create_app(Settings.from_env({**env, "DATABASE_URL": url}))
         async with application.lifespan(), client_at(application, fresh_ip()) as http:
             yield http
-    finally:
-        await server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await server.close()
 
 
 def removal(operation: str, user_id: str) -> dict[str, Any]:

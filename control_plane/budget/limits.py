@@ -1,53 +1,23 @@
 """Budget limits: the admin's side of an agent's budget."""
 
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
-import msgspec
 from litestar import Request, get, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 
-from control_plane.agents.schemas import BudgetUsd
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.budget import repository as repo
 from control_plane.budget import service
+from control_plane.budget.schemas import BudgetChange, BudgetHistory, BudgetState, BudgetUpdate
 from control_plane.lib.errors import not_found
 from control_plane.lib.params import checked_id
 from iron import ids
 from iron.money import grant_micros, usd
 from iron.timefmt import iso
 from iron.validation import decode
-
-
-class BudgetUpdate(msgspec.Struct, kw_only=True):
-    budget: BudgetUsd
-    force: bool = False
-    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
-
-
-class BudgetState(msgspec.Struct, kw_only=True):
-    agent_id: str
-    previous_budget: float
-    budget: float
-    spent: float
-    outstanding: float
-    remaining: float
-
-
-class BudgetChange(msgspec.Struct, kw_only=True):
-    id: int
-    old_budget: float
-    new_budget: float
-    changed_by: str | None
-    reason: str | None
-    created_at: str
-
-
-class BudgetHistory(msgspec.Struct, kw_only=True):
-    agent_id: str
-    data: list[BudgetChange]
 
 
 @put("/api/v1/limits/agents/{agent_id:str}/budget")

@@ -324,3 +324,11 @@ def test_a_bad_url_is_a_usage_error(admin_config: Path, value: str) -> None:
     result = invoke(admin_config, "--url", value, "agents", "list")
     assert result.exit_code == 2
     assert "Invalid control-plane URL" in result.output
+
+
+def test_a_broken_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    broken = tmp_path / "config.toml"
+    broken.write_text("[profiles.default]\nurl = 42\n")
+    result = invoke(broken, "agents", "list")
+    assert result.exit_code == 2
+    assert "is not a valid iron config" in result.output

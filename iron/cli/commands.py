@@ -92,7 +92,7 @@ def _download(api: Api, op: Op, path: str, call: Call, output_file: Path | None,
             else:
                 sink.flush()
     if output_file and not quiet:
-        err.print(f"Saved {written:,} bytes to {output_file}", highlight=False, soft_wrap=True)
+        err.print(f"Saved {written:,} bytes to {output_file}", highlight=False, markup=False, soft_wrap=True)
 
 
 def resource_groups() -> list[click.Group]:

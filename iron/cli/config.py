@@ -41,7 +41,7 @@ class Config(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 def path() -> Path:
-    return Path(os.environ.get("IRON_CONFIG") or Path.home() / ".iron" / "config.toml")
+    return Path(os.environ.get("IRON_CONFIG") or Path.home() / ".iron" / "config.toml").expanduser()
 
 
 def load(file: Path) -> Config:

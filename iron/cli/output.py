@@ -15,13 +15,15 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 _MONEY = re.compile(r"budget|spent|cost|outstanding|remaining|overdrawn|returned|granted|usd")
 _CENTS = Decimal("0.01")
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    """Standard output; no markup, so a name like ``[bold]`` prints as itself."""
+    return Console(highlight=False, markup=False)
 
 
 def money(value: float) -> str:
@@ -91,7 +93,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] = ()) -> Tab
             overflow="ellipsis" if whole and index else "fold",
         )
     for row in rows:
-        grid.add_row(*(cell(name, _lookup(row, name)) for name in names))
+        grid.add_row(*(Text(cell(name, _lookup(row, name))) for name in names))
     return grid
 
 
@@ -101,7 +103,7 @@ def fields(body: Mapping[str, Any]) -> Table:
     grid.add_column("field", style="bold", no_wrap=True)
     grid.add_column("value", overflow="fold")
     for name, value in flatten(body).items():
-        grid.add_row(name, cell(name, value))
+        grid.add_row(Text(name), Text(cell(name, value)))
     return grid
 
 

@@ -1,12 +1,14 @@
 """How values look in tables: money, times, percentages, lists; nested fields by dotted name."""
 
+import io
 import os
 import time
 from collections.abc import Iterator
 
 import pytest
+from rich.console import Console
 
-from iron.cli.output import cell, flatten, money
+from iron.cli.output import cell, fields, flatten, money, table
 
 
 @pytest.fixture
@@ -48,3 +50,11 @@ def test_cells_follow_the_field_names() -> None:
 def test_nested_fields_flatten_to_dotted_names() -> None:
     body = {"id": "agent_1", "ic_token": {"id": "ic_1", "token": "ic_x"}, "empty": {}}
     assert flatten(body) == {"id": "agent_1", "ic_token.id": "ic_1", "ic_token.token": "ic_x", "empty": {}}
+
+
+def test_values_are_never_markup() -> None:
+    shown = Console(file=io.StringIO(), width=60)  # markup on: the cells must not be read as markup
+    shown.print(table([{"name": "[bold]x[/]", "note": "[/]"}]), fields({"name": "[red]y"}))
+    text = shown.file.getvalue()  # type: ignore[attr-defined]
+    assert "[bold]x[/]" in text
+    assert "[red]y" in text

@@ -1,28 +1,13 @@
 """The budget protocol end to end, on real PostgreSQL, with the ledger checked after each step."""
 
-import secrets
 from typing import Any
 
 import asyncpg
 
 from iron.crypto import decrypt_ip_token
 from tests.conftest import FAKE_PROVIDER_KEY, MakeAgent, open_lease
+from tests.control_plane.helpers import usage
 from tests.ledger_checks import assert_ledger_invariants
-
-
-def usage(lease_id: str | None, cost: float, request_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "request_id": request_id or f"call-{secrets.token_hex(6)}",
-        "input_tokens": 100,
-        "output_tokens": 50,
-        "cost_usd": cost,
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "timestamp": "2026-11-24T10:00:00.000Z",
-    }
-    if lease_id is not None:
-        body["lease_id"] = lease_id
-    return body
 
 
 async def test_handshake_grants_a_lease_and_an_ip_token_only_its_ic_token_opens(

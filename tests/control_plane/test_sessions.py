@@ -10,13 +10,10 @@ and the shared test client's 127.0.0.1 must stay usable for the rest of the sess
 """
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import httpx
@@ -26,42 +23,22 @@ from litestar import Litestar
 from iron import ids
 from iron.timefmt import utcnow
 from tests.conftest import login
-from tests.control_plane.test_auth import Person, assert_error, bearer, make_jwt, make_person
+from tests.control_plane.helpers import (
+    assert_error,
+    bearer,
+    client_at,
+    create_agent,
+    fresh_ip,
+    make_jwt,
+    make_person,
+    start_session,
+)
 
 CHECK = "/api/v1/agents"  # any endpoint that takes a user token
 
 
-@contextlib.asynccontextmanager
-async def client_at(app: Litestar, ip: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the in-process app whose connection comes from ``ip``."""
-    transport = httpx.ASGITransport(app=app, client=(ip, 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://control-plane") as http:
-        yield http
-
-
 def sha256(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-def fresh_ip() -> str:
-    return "10." + ".".join(str(secrets.randbelow(254) + 1) for _ in range(3))
-
-
-async def start_session(client: httpx.AsyncClient, person: Person) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/auth/login", json={"email": person.email, "password": person.password}
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def own_agent_ic_token(client: httpx.AsyncClient, owner: Person) -> str:
-    """The IC token of a new agent of ``owner`` (not the shared admin: its rate counts stay low)."""
-    response = await client.post("/api/v1/agents", headers=owner.headers, json={"name": "mine", "budget": 1})
-    assert response.status_code == 201, response.text
-    token: str = response.json()["ic_token"]["token"]
-    return token
 
 
 async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
@@ -233,7 +210,7 @@ async def test_validate_tells_good_tokens_from_bad_ones(
     api_valid = (await client.post("/api/v1/auth/validate", json={"token": api.json()["token"]})).json()
     assert api_valid == {"valid": True, "user": summary}  # no expiry: none was set
 
-    ic_token = await own_agent_ic_token(client, await make_person(client, pool, "user"))
+    ic_token = (await create_agent(client, (await make_person(client, pool, "user")).headers, 1)).ic_token
     secret = app.state.settings.jwt_secret
     bad = [
         "garbage",

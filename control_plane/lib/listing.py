@@ -7,7 +7,9 @@ the OpenAPI document lists exactly the parameters the handler reads.
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any
+
+import msgspec
 
 from control_plane.lib import openapi
 from control_plane.lib.filters import Filter
@@ -51,4 +53,7 @@ class Listing:
     def doc(self) -> dict[str, Any]:
         """For the route's ``opt``: the filters and the sort values this list accepts."""
         sorts = tuple(f"{sign}{name}" for name in self.sortable for sign in ("", "-"))
-        return openapi.doc(query={**self.query_doc(), "sort": Literal.__getitem__(sorts)})
+        sort = Annotated[
+            str, msgspec.Meta(description="'-' first: descending", extra_json_schema={"enum": list(sorts)})
+        ]
+        return openapi.doc(query={**self.query_doc(), "sort": sort})

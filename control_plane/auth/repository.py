@@ -61,3 +61,22 @@ async def revoke_user_sessions(conn: Executor, user_id: str) -> int:
         user_id,
     )
     return ended
+
+
+#: How long a refresh token's row outlives its use: a token presented within this time after it
+#: expired or was revoked is still told apart (expired, revoked) from one that never existed.
+DEAD_ROW_RETENTION = "1 day"
+
+
+async def delete_dead_refresh_tokens(conn: Executor, batch: int) -> int:
+    """Delete up to ``batch`` rows of refresh tokens that expired or were revoked over a day ago;
+    how many went. A used token that has not expired stays: presented again, it is how a
+    stolen session is detected."""
+    deleted: int = await conn.fetchval(
+        "WITH dead AS (DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens"
+        f" WHERE expires_at < now() - interval '{DEAD_ROW_RETENTION}'"
+        f" OR revoked_at < now() - interval '{DEAD_ROW_RETENTION}' LIMIT $1) RETURNING 1)"
+        " SELECT count(*) FROM dead",
+        batch,
+    )
+    return deleted

@@ -1,10 +1,11 @@
 """What the control-plane tests share: people of each role, resources, tokens, the error
 envelope, table fingerprints and the audit entries of one request."""
 
+import asyncio
 import contextlib
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import jwt
 from litestar import Litestar
 
 from control_plane.auth.secrets import hash_password
+from control_plane.budget.sweeper import run_sweeper
 from iron import ids
 from iron.timefmt import utcnow
 from tests.conftest import FAKE_PROVIDER_KEY, AgentHandle, login
@@ -165,6 +167,20 @@ def free_port() -> int:
 
 def fresh_ip() -> str:
     return "10." + ".".join(str(secrets.randbelow(254) + 1) for _ in range(3))
+
+
+async def sweep_until(pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]]) -> None:
+    """Run the housekeeping loop (a sweep every 50 ms) until ``done()``, for at most 5 s."""
+    sweeper = asyncio.create_task(run_sweeper(pool, 0.05))
+    try:
+        for _ in range(100):
+            if await done():
+                return
+            await asyncio.sleep(0.05)
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
 
 
 # --- resources -----------------------------------------------------------------------------------

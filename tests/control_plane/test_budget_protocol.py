@@ -6,7 +6,7 @@ import asyncpg
 
 from iron.crypto import decrypt_ip_token
 from tests.conftest import FAKE_PROVIDER_KEY, MakeAgent, open_lease
-from tests.control_plane.helpers import usage
+from tests.control_plane.helpers import sweep_until, usage
 from tests.ledger_checks import assert_ledger_invariants
 
 
@@ -234,23 +234,14 @@ async def test_provider_key_and_aliases(client: Any, make_agent: MakeAgent) -> N
 async def test_the_sweeper_loop_expires_leases_on_its_own(
     client: Any, pool: asyncpg.Pool, make_agent: MakeAgent
 ) -> None:
-    import asyncio
-    import contextlib
-
-    from control_plane.budget.sweeper import run_sweeper
-
     agent = await make_agent(budget=10)
     lease_id = (await open_lease(client, agent, 4))["lease_id"]
     await pool.execute("UPDATE leases SET expires_at = now() - interval '1 second' WHERE id = $1", lease_id)
-    sweeper = asyncio.create_task(run_sweeper(pool, 0.05))
-    try:
-        for _ in range(100):
-            if await pool.fetchval("SELECT status FROM leases WHERE id = $1", lease_id) == "expired":
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+
+    async def expired() -> bool:
+        return await pool.fetchval("SELECT status FROM leases WHERE id = $1", lease_id) == "expired"
+
+    await sweep_until(pool, expired)
+    assert await expired()
     state = await assert_ledger_invariants(pool, agent.id)
     assert (state.outstanding, state.available) == (0, 10_000_000)

@@ -32,6 +32,7 @@ from tests.control_plane.helpers import (
     make_jwt,
     make_person,
     start_session,
+    sweep_until,
 )
 
 CHECK = "/api/v1/agents"  # any endpoint that takes a user token
@@ -129,6 +130,51 @@ async def test_refresh_refuses_bad_expired_and_inactive_tokens(
     kept = await start_session(client, suspended)
     await pool.execute("UPDATE users SET status = 'suspended' WHERE id = $1", suspended.id)
     assert_error(await refresh(client, kept["refresh_token"]), 401, "AUTH_INVALID_TOKEN")
+
+
+async def test_the_sweeper_deletes_refresh_tokens_a_day_after_they_died_and_nothing_else(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    person = await make_person(client, pool, "user")
+    first = await start_session(client, person)
+    rotated = (await refresh(client, first["refresh_token"])).json()  # the first token is used now
+    dead = {  # token -> (expires in, revoked ago); the first two died over a day ago
+        "expired long ago": (timedelta(days=-2), None),
+        "revoked long ago": (timedelta(days=1), timedelta(days=2)),
+        "just expired": (timedelta(minutes=-1), None),
+        "just revoked": (timedelta(days=1), timedelta(minutes=1)),
+    }
+    tokens = {name: f"rt_{secrets.token_urlsafe(32)}" for name in dead}
+
+    async def rows() -> set[bytes]:
+        found = await pool.fetch("SELECT token_hash FROM refresh_tokens WHERE user_id = $1", person.id)
+        return {bytes(row["token_hash"]) for row in found}
+
+    alive = await rows()  # the sessions' tokens, the first one used
+    for name, (expires_in, revoked_ago) in dead.items():
+        await pool.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, revoked_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            sha256(tokens[name]),
+            person.id,
+            ids.new_id("sess"),
+            utcnow() + expires_in,
+            utcnow() - revoked_ago if revoked_ago else None,
+        )
+    kept = alive | {sha256(tokens["just expired"]), sha256(tokens["just revoked"])}
+
+    async def swept() -> bool:
+        return await rows() == kept
+
+    await sweep_until(pool, swept)
+    assert await rows() == kept
+    # what stays answers as before; what went is unknown
+    assert_error(await refresh(client, tokens["just expired"]), 401, "AUTH_TOKEN_EXPIRED")
+    assert_error(await refresh(client, tokens["expired long ago"]), 401, "AUTH_INVALID_TOKEN")
+    assert (await refresh(client, rotated["refresh_token"])).status_code == 200
+    reused = await refresh(client, first["refresh_token"])  # a used token still reveals reuse
+    assert_error(reused, 401, "AUTH_INVALID_TOKEN")
+    assert "already used" in reused.json()["error"]["message"]
 
 
 # --- logout ----------------------------------------------------------------------------------------

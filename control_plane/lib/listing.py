@@ -6,7 +6,7 @@ the OpenAPI document lists exactly the parameters the handler reads.
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -28,7 +28,7 @@ class Listing:
     default_sort: str
     #: A unique column, so that rows with equal sort keys never straddle two pages.
     tiebreak: str = "id"
-    checks: tuple[CrossCheck, ...] = field(default=())
+    checks: tuple[CrossCheck, ...] = ()
 
     def filter_values(self, query: Mapping[str, str], errors: dict[str, str]) -> dict[str, Any]:
         """Every filter's value (None when absent); bad ones are recorded in ``errors``."""

@@ -308,7 +308,6 @@ class Route:
     success: int | None = None
 
 
-SESSION = {"audited": False}
 HANDSHAKE = Route(AGENT, body({"requested_budget": 1}), audited=False)
 REPORT = Route(AGENT, a_usage_batch, audited=False)
 REFRESH = Route(AGENT, a_refresh, audited=False)
@@ -326,10 +325,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/schema/openapi.json"): Route(PUBLIC),
     ("GET", "/schema/{path}"): Route(PUBLIC, a_render_not_served, success=404),
     # sessions
-    ("POST", f"{V1}/auth/login"): Route(PUBLIC, login_body, **SESSION),
-    ("POST", f"{V1}/auth/refresh"): Route(PUBLIC, a_refresh_token, **SESSION),
-    ("POST", f"{V1}/auth/validate"): Route(PUBLIC, body({"token": "not-a-token"}), **SESSION),
-    ("POST", f"{V1}/auth/logout"): Route(SIGNED_IN, a_session_to_end, **SESSION),
+    ("POST", f"{V1}/auth/login"): Route(PUBLIC, login_body, audited=False),
+    ("POST", f"{V1}/auth/refresh"): Route(PUBLIC, a_refresh_token, audited=False),
+    ("POST", f"{V1}/auth/validate"): Route(PUBLIC, body({"token": "not-a-token"}), audited=False),
+    ("POST", f"{V1}/auth/logout"): Route(SIGNED_IN, a_session_to_end, audited=False),
     # users
     ("GET", f"{V1}/users"): Route(ADMIN),
     ("POST", f"{V1}/users"): Route(ADMIN, body(new_user)),

@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from control_plane.agents import filters, repository, service
+from control_plane.agents import repository, service
 from control_plane.agents.repository import AgentRow
 from control_plane.agents.schemas import (
     Agent,
@@ -31,7 +31,9 @@ from control_plane.budget import repository as budget_repo
 from control_plane.budget.ledger import available
 from control_plane.lib.db import Executor
 from control_plane.lib.errors import not_found, permission_denied
-from control_plane.lib.pagination import Page, page_of, page_request
+from control_plane.lib.filters import SEARCH, IdOf, OneOf
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from control_plane.providers import repository as providers
 from control_plane.providers.controllers import to_wire as provider_to_wire
@@ -116,25 +118,23 @@ async def create_agent(
     return AgentCreated(**_fields_of(row), ic_token=issued)
 
 
-_STATUSES = ("active",)
+_LIST = Listing(
+    {"status": OneOf(("active",)), "project_id": IdOf(ids.PROJECT), "search": SEARCH},
+    repository.SORTABLE,
+    "-created_at",
+    tiebreak="a.id",
+)
 
 
-@get("/api/v1/agents")
+@get("/api/v1/agents", opt=_LIST.doc())
 async def list_agents(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Page[Agent]:
-    """Admins see every agent; users and viewers their own. Filters: status, project_id, search."""
-    query = request.query_params
-    errors: dict[str, str] = {}
-    where = repository.AgentFilter(
-        owner_id=None if user.is_admin else user.user_id,
-        status=filters.one_of(query, "status", _STATUSES, errors),
-        project_id=filters.id_of(query, "project_id", ids.PROJECT, errors),
-        search=filters.search_of(query, errors),
-    )
-    page = page_request(query, repository.SORTABLE, "-created_at", errors, tiebreak="a.id")
+    """Admins see every agent; users and viewers their own. Search: name and description."""
+    found, page = _LIST.read(request.query_params)
+    where = repository.AgentFilter(owner_id=None if user.is_admin else user.user_id, **found)
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 

@@ -1,10 +1,11 @@
 """Wire types of the agents domain."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from control_plane.lib.updates import PartialUpdate
 from control_plane.tokens.schemas import IcTokenIssued
 from iron import ids
 
@@ -16,23 +17,6 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]  # of an agent
 Description = Annotated[str, msgspec.Meta(max_length=1000)]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=20)]
 ProviderIds = Annotated[list[ProviderId], msgspec.Meta(max_length=20)]
-
-
-class PartialUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A PUT body of optional fields (any domain's): an absent one stays as it is.
-
-    An unknown field is refused rather than ignored (a typo, or ``budget``, which
-    has its own endpoint, must not be a silent no-op), and so is an empty body.
-    """
-
-    def __post_init__(self) -> None:
-        if not self.given():
-            raise ValueError("Give at least one field to change")
-
-    def given(self) -> dict[str, Any]:
-        """The fields present in the body, by name."""
-        values = {name: getattr(self, name) for name in self.__struct_fields__}
-        return {name: value for name, value in values.items() if value is not UNSET}
 
 
 class AgentCreate(msgspec.Struct, kw_only=True):

@@ -16,7 +16,9 @@ from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal
 from control_plane.auth.secrets import new_token
 from control_plane.lib.errors import conflict, not_found, permission_denied
-from control_plane.lib.pagination import Page, contains_pattern, page_of, page_request
+from control_plane.lib.filters import SEARCH, IdOf, OneOf
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from iron import ids
 from iron.timefmt import iso, utcnow
@@ -83,29 +85,24 @@ async def create_api_token(
     return issued(row, token)
 
 
-@get("/api/v1/api-tokens")
+_LIST = Listing(
+    {"user_id": IdOf(ids.USER), "status": OneOf(repository.STATUSES), "search": SEARCH},
+    repository.SORTABLE,
+    "-created_at",
+)
+
+
+@get("/api/v1/api-tokens", opt=_LIST.doc())
 async def list_api_tokens(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> Page[ApiToken]:
-    """Filters: status, search (name), and for admins user_id (everyone's tokens without it)."""
-    query = request.query_params
-    errors: dict[str, str] = {}
-    owner = query.get("user_id")
-    if owner is not None and not ids.is_valid(ids.USER, owner):
-        errors["user_id"] = f"Expected an id of the form {ids.USER}_<uuid4>"
-    status = query.get("status")
-    if status is not None and status not in repository.STATUSES:
-        errors["status"] = "Must be one of " + ", ".join(repository.STATUSES)
-    search = query.get("search")
-    if search is not None and len(search) > 200:
-        errors["search"] = "At most 200 characters"
-    page = page_request(query, repository.SORTABLE, "-created_at", errors)
+    """The caller's tokens; for admins everyone's, or ``user_id``'s. Search: the name."""
+    found, page = _LIST.read(request.query_params)
+    owner = found.pop("user_id")
     if not user.is_admin:
         # someone else's user_id finds nothing, as if those tokens did not exist
         owner = user.user_id if owner in (None, user.user_id) else ids.new_id(ids.USER)
-    where = repository.ApiTokenFilter(
-        user_id=owner, status=status, search=contains_pattern(search) if search else None
-    )
+    where = repository.ApiTokenFilter(user_id=owner, **found)
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 

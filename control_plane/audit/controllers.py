@@ -9,8 +9,7 @@ offset is UTC). Entries come newest first.
 import csv
 import io
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -24,7 +23,9 @@ from control_plane.audit.schemas import AuditEntry
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.lib import openapi
 from control_plane.lib.errors import validation_error
-from control_plane.lib.pagination import Page, page_of, page_request
+from control_plane.lib.filters import IdOf, Moment, OneOf, Text
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from iron import ids
 from iron.timefmt import iso, utcnow
 
@@ -34,15 +35,27 @@ _COLUMNS = AuditEntry.__struct_fields__
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _encoder = msgspec.json.Encoder()
 
-_DATE = "ISO 8601 date or date-time, inclusive; a bare date is that whole day (UTC)"
-_FILTERS: dict[str, Any] = {
-    "user_id": str,
-    "resource_type": str,
-    "resource_id": str,
-    "operation": Annotated[str, msgspec.Meta(description="e.g. BUDGET_REQUEST_APPROVED (any case)")],
-    "start_date": Annotated[str, msgspec.Meta(description=_DATE)],
-    "end_date": Annotated[str, msgspec.Meta(description=_DATE)],
-}
+_FORMAT = OneOf(tuple(_FORMATS))
+
+
+def _in_order(found: Mapping[str, Any]) -> dict[str, str]:
+    start, end = found["start_date"], found["end_date"]
+    return {"end_date": "Must not be before start_date"} if start and end and start > end else {}
+
+
+_LIST = Listing(
+    {
+        "user_id": IdOf(ids.USER),
+        "resource_type": Text(50),
+        "resource_id": Text(100),
+        "operation": Text(100, "e.g. BUDGET_REQUEST_APPROVED (any case)"),
+        "start_date": Moment(),
+        "end_date": Moment(end=True),
+    },
+    repository.SORTABLE,
+    "-timestamp",
+    checks=(_in_order,),
+)
 
 
 def to_wire(row: AuditRow) -> AuditEntry:
@@ -62,66 +75,27 @@ def to_wire(row: AuditRow) -> AuditEntry:
     )
 
 
-def _moment(query: Mapping[str, str], name: str, errors: dict[str, str], *, end: bool) -> datetime | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        day = date.fromisoformat(raw)
-    except ValueError:
-        pass
-    else:
-        return datetime.combine(day, time.max if end else time.min, UTC)
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        errors[name] = "Expected an ISO 8601 date or date-time, e.g. 2025-12-10 or 2025-12-10T15:30:00Z"
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _text(query: Mapping[str, str], name: str, longest: int, errors: dict[str, str]) -> str | None:
-    value = query.get(name)
-    if value is not None and not 1 <= len(value) <= longest:
-        errors[name] = f"Must be between 1 and {longest} characters"
-    return value
-
-
-def _filters(query: Mapping[str, str]) -> tuple[AuditFilter, dict[str, str]]:
-    """The filters and every error in them, for the caller to report with its own."""
-    errors: dict[str, str] = {}
-    user_id = query.get("user_id")
-    if user_id is not None and not ids.is_valid(ids.USER, user_id):
-        errors["user_id"] = f"Expected an id of the form {ids.USER}_<uuid4>"
-    resource_type = _text(query, "resource_type", 50, errors)
-    resource_id = _text(query, "resource_id", 100, errors)
-    operation = _text(query, "operation", 100, errors)
-    start = _moment(query, "start_date", errors, end=False)
-    end = _moment(query, "end_date", errors, end=True)
-    if start and end and start > end:
-        errors["end_date"] = "Must not be before start_date"
-    where = AuditFilter(
-        user_id=user_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
+def _where(found: Mapping[str, Any]) -> AuditFilter:
+    operation = found["operation"]
+    return AuditFilter(
+        user_id=found["user_id"],
+        resource_type=found["resource_type"],
+        resource_id=found["resource_id"],
         operation=operation.upper() if operation else None,
-        start=start,
-        end=end,
+        start=found["start_date"],
+        end=found["end_date"],
     )
-    return where, errors
 
 
-@get("/api/v1/audit-logs", opt=openapi.doc(query=_FILTERS))
+@get("/api/v1/audit-logs", opt=_LIST.doc())
 async def list_audit_logs(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Page[AuditEntry]:
     require_admin(user)
-    query = request.query_params
-    where, errors = _filters(query)
-    page = page_request(query, repository.SORTABLE, "-timestamp", errors)
-    rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
+    found, page = _LIST.read(request.query_params)
+    rows, total = await repository.list_page(pool, _where(found), page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 
 
@@ -155,7 +129,7 @@ async def _as_json(batches: AsyncIterator[list[AuditRow]]) -> AsyncIterator[byte
     yield b"[]" if separator == b"[" else b"]"
 
 
-@get("/api/v1/audit-logs/export", opt=openapi.doc(query={**_FILTERS, "format": Literal["csv", "json"]}))
+@get("/api/v1/audit-logs/export", opt=openapi.doc(query={**_LIST.query_doc(), "format": _FORMAT.schema}))
 async def export_audit_logs(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
@@ -164,10 +138,9 @@ async def export_audit_logs(
     """``format=csv`` (default) or ``json`` (an array); streamed, so its size is not bounded by memory."""
     require_admin(user)
     query = request.query_params
-    where, errors = _filters(query)
-    fmt = query.get("format", "csv")
-    if fmt not in _FORMATS:
-        errors["format"] = "Must be one of " + ", ".join(_FORMATS)
+    errors: dict[str, str] = {}
+    where = _where(_LIST.filter_values(query, errors))
+    fmt = _FORMAT.read(query, "format", errors) or "csv"
     if errors:
         raise validation_error(errors, "Invalid export parameters")
     batches = repository.newest_first(pool, where)

@@ -5,7 +5,7 @@ to the same family. The family id is the session id that access tokens carry.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from control_plane.lib.db import Conn, Executor
 
@@ -61,3 +61,22 @@ async def revoke_user_sessions(conn: Executor, user_id: str) -> int:
         user_id,
     )
     return ended
+
+
+#: How long a refresh token's row outlives its use: a token presented within this time after it
+#: expired or was revoked is still told apart (expired, revoked) from one that never existed.
+DEAD_ROW_RETENTION = timedelta(days=1)
+
+
+async def delete_dead_refresh_tokens(conn: Executor, batch: int) -> int:
+    """Delete up to ``batch`` rows of refresh tokens that expired or were revoked over a day ago;
+    how many went. A used token that has not expired stays: presented again, it is how a
+    stolen session is detected."""
+    deleted: int = await conn.fetchval(
+        "WITH dead AS (DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens"
+        " WHERE expires_at < now() - $2::interval OR revoked_at < now() - $2::interval LIMIT $1) RETURNING 1)"
+        " SELECT count(*) FROM dead",
+        batch,
+        DEAD_ROW_RETENTION,
+    )
+    return deleted

@@ -41,7 +41,7 @@ import textwrap
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Litestar, Request
@@ -114,7 +114,6 @@ _PAGE_QUERY: Final[Mapping[str, Any]] = {
     "per_page": Annotated[int, msgspec.Meta(ge=1, le=100, description="Items per page (default 50)")],
     "sort": Annotated[str, msgspec.Meta(description="A sortable field, '-' first for descending")],
 }
-SEARCH: Final = Annotated[str, msgspec.Meta(max_length=200, description="Case-insensitive contains")]
 
 
 class IcTokenInBody(msgspec.Struct, kw_only=True):
@@ -136,7 +135,6 @@ register(
         }
     },
 )
-register("GET", "/api/v1/agents", query={"status": Literal["active"], "project_id": str, "search": SEARCH})
 register("POST", "/api/v1/budget/handshake", errors=(404, 409))
 register(
     "POST",

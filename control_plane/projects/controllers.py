@@ -14,12 +14,13 @@ from litestar import Request, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 
-from control_plane.agents import filters
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.lib.db import Executor
 from control_plane.lib.errors import ApiError, conflict, not_found
-from control_plane.lib.pagination import Page, page_of, page_request
+from control_plane.lib.filters import SEARCH
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from control_plane.projects import repository
 from control_plane.projects.repository import ProjectRow
@@ -30,6 +31,7 @@ from iron.timefmt import iso
 from iron.validation import decode
 
 _ONE = "/api/v1/projects/{project_id:str}"
+_LIST = Listing({"search": SEARCH}, repository.SORTABLE, "name", tiebreak="p.id")
 
 
 def to_wire(row: ProjectRow) -> Project:
@@ -62,19 +64,16 @@ async def _read(conn: Executor, user: UserPrincipal, project_id: str) -> Project
     return to_wire(row)
 
 
-@get("/api/v1/projects")
+@get("/api/v1/projects", opt=_LIST.doc())
 async def list_projects(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Page[Project]:
-    """Every project. Filter: search (the name)."""
-    query = request.query_params
-    errors: dict[str, str] = {}
-    search = filters.search_of(query, errors)
-    page = page_request(query, repository.SORTABLE, "name", errors, tiebreak="p.id")
+    """Every project. Search: the name."""
+    found, page = _LIST.read(request.query_params)
     rows, total = await repository.list_page(
-        pool, _scope(user), search, page.order_by, page.per_page, page.offset
+        pool, _scope(user), found["search"], page.order_by, page.per_page, page.offset
     )
     return page_of([to_wire(row) for row in rows], page, total)
 

@@ -3,7 +3,8 @@
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from control_plane.agents.schemas import Description, Name, PartialUpdate
+from control_plane.agents.schemas import Description, Name
+from control_plane.lib.updates import PartialUpdate
 
 
 class ProjectCreate(msgspec.Struct, kw_only=True):

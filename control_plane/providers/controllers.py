@@ -16,11 +16,12 @@ from litestar import Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 
-from control_plane.agents import filters
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.lib.errors import ApiError, conflict, not_found
-from control_plane.lib.pagination import Page, page_of, page_request
+from control_plane.lib.filters import SEARCH, OneOf
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from control_plane.providers import repository
 from control_plane.providers.repository import ProviderRow
@@ -41,8 +42,11 @@ from iron.timefmt import iso
 from iron.validation import decode
 
 _ONE = "/api/v1/providers/{provider_id:str}"
-_TYPES: tuple[str, ...] = get_args(ProviderType)
-_STATUSES: tuple[str, ...] = get_args(ProviderStatus)
+_LIST = Listing(
+    {"type": OneOf(get_args(ProviderType)), "status": OneOf(get_args(ProviderStatus)), "search": SEARCH},
+    repository.SORTABLE,
+    "name",
+)
 
 
 def to_wire(row: ProviderRow) -> Provider:
@@ -102,21 +106,15 @@ async def create_provider(
     return created
 
 
-@get("/api/v1/providers")
+@get("/api/v1/providers", opt=_LIST.doc())
 async def list_providers(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Page[Provider]:
-    """Every provider, for every role. Filters: type, status, search (the name)."""
-    query = request.query_params
-    errors: dict[str, str] = {}
-    where = repository.ProviderFilter(
-        type=filters.one_of(query, "type", _TYPES, errors),
-        status=filters.one_of(query, "status", _STATUSES, errors),
-        search=filters.search_of(query, errors),
-    )
-    page = page_request(query, repository.SORTABLE, "name", errors)
+    """Every provider, for every role. Search: the name."""
+    found, page = _LIST.read(request.query_params)
+    where = repository.ProviderFilter(**found)
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 

@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from control_plane.agents.schemas import Name, PartialUpdate
+from control_plane.agents.schemas import Name
+from control_plane.lib.updates import PartialUpdate
 
 ProviderType = Literal["openai", "anthropic", "azure_openai", "google", "mistral", "cohere", "custom"]
 ProviderStatus = Literal["active", "disabled"]

@@ -20,7 +20,9 @@ from control_plane.budget.ledger import available
 from control_plane.lib import openapi
 from control_plane.lib.db import Conn
 from control_plane.lib.errors import not_found, permission_denied
-from control_plane.lib.pagination import Page, page_of, page_request
+from control_plane.lib.filters import SEARCH, IdOf, OneOf
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from control_plane.requests import repository, service
 from control_plane.requests.repository import RequestRow
@@ -31,7 +33,6 @@ from control_plane.requests.schemas import (
     BudgetRequestApprove,
     BudgetRequestCreate,
     BudgetRequestReject,
-    Status,
 )
 from iron import ids
 from iron.money import grant_micros, usd
@@ -41,6 +42,12 @@ from iron.validation import decode
 _CANONICAL = "/api/v1/budget-requests"
 _ALIAS = "/api/v1/budget/requests"
 _ONE = "/{budget_request_id:str}"
+_LIST = Listing(
+    {"status": OneOf(STATUSES), "agent_id": IdOf(ids.AGENT), "search": SEARCH},
+    repository.SORTABLE,
+    "-created_at",
+    tiebreak="r.id",
+)
 
 
 def to_wire(row: RequestRow) -> BudgetRequest:
@@ -108,25 +115,15 @@ async def create_request(
         return await _fresh(conn, budget_request_id)
 
 
-@get([_CANONICAL, _ALIAS], opt=openapi.doc(query={"status": Status, "agent_id": str}))
+@get([_CANONICAL, _ALIAS], opt=_LIST.doc())
 async def list_requests(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Page[BudgetRequest]:
-    """Admins see every request, others their own. Filters: status, agent_id."""
-    query = request.query_params
-    errors: dict[str, str] = {}
-    status = query.get("status")
-    if status is not None and status not in STATUSES:
-        errors["status"] = "Must be one of " + ", ".join(STATUSES)
-    agent_id = query.get("agent_id")
-    if agent_id is not None and not ids.is_valid(ids.AGENT, agent_id):
-        errors["agent_id"] = f"Expected an id of the form {ids.AGENT}_<uuid4>"
-    page = page_request(query, repository.SORTABLE, "-created_at", errors, tiebreak="r.id")
-    where = repository.RequestFilter(
-        requester_id=None if user.is_admin else user.user_id, status=status, agent_id=agent_id
-    )
+    """Admins see every request, others their own. Search: the agent's name and the justification."""
+    found, page = _LIST.read(request.query_params)
+    where = repository.RequestFilter(requester_id=None if user.is_admin else user.user_id, **found)
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 

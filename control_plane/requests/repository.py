@@ -121,6 +121,7 @@ class RequestFilter:
     requester_id: str | None = None  # None: every requester (admins)
     status: str | None = None
     agent_id: str | None = None
+    search: str | None = None  # an ILIKE pattern, on the agent's name and the justification
 
 
 SORTABLE = {
@@ -136,11 +137,14 @@ async def list_page(
     condition = (
         "($1::text IS NULL OR r.requester_id = $1) AND ($2::text IS NULL OR r.status = $2)"
         " AND ($3::text IS NULL OR r.agent_id = $3)"
+        " AND ($4::text IS NULL OR a.name ILIKE $4 OR r.justification ILIKE $4)"
     )
-    args = (where.requester_id, where.status, where.agent_id)
-    total = await conn.fetchval(f"SELECT count(*) FROM budget_requests r WHERE {condition}", *args)
+    args = (where.requester_id, where.status, where.agent_id, where.search)
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM budget_requests r JOIN agents a ON a.id = r.agent_id WHERE {condition}", *args
+    )
     rows = await conn.fetch(
-        f"{_SELECT} WHERE {condition} ORDER BY {order_by} LIMIT $4 OFFSET $5", *args, limit, offset
+        f"{_SELECT} WHERE {condition} ORDER BY {order_by} LIMIT $5 OFFSET $6", *args, limit, offset
     )
     return [RequestRow(**row) for row in rows], int(total)
 

@@ -16,13 +16,14 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, RawBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from control_plane.agents import filters
 from control_plane.agents import service as agents
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal
 from control_plane.lib.db import Executor
 from control_plane.lib.errors import not_found
-from control_plane.lib.pagination import Page, page_of, page_request
+from control_plane.lib.filters import SEARCH, IdOf, OneOf
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from control_plane.tokens import repository, service
 from control_plane.tokens.repository import IssuedToken, TokenRow
@@ -40,7 +41,12 @@ from iron.validation import decode
 _PER_AGENT = "/api/v1/agents/{agent_id:str}/ic-token"
 _ALL = "/api/v1/tokens"
 _ONE = "/api/v1/tokens/{token_id:str}"
-_STATUSES = ("active", "revoked")
+_LIST = Listing(
+    {"agent_id": IdOf(ids.AGENT), "status": OneOf(("active", "revoked")), "search": SEARCH},
+    repository.SORTABLE,
+    "-created_at",
+    tiebreak="t.id",
+)
 
 
 def to_wire(row: TokenRow) -> IcToken:
@@ -130,26 +136,20 @@ async def revoke_ic_token(
 # --- by token -------------------------------------------------------------------------------------
 
 
-@get(_ALL)
+@get(_ALL, opt=_LIST.doc())
 async def list_ic_tokens(
     request: Request[Any, Any, Any],
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Page[IcToken]:
-    """Tokens of the agents the caller may read, revoked ones too.
-
-    Filters: agent_id, status (active, revoked), search (the agent's name).
-    """
-    query = request.query_params
-    errors: dict[str, str] = {}
-    status = filters.one_of(query, "status", _STATUSES, errors)
+    """Tokens of the agents the caller may read, revoked ones too. Search: the agent's name."""
+    found, page = _LIST.read(request.query_params)
     where = repository.TokenFilter(
         owner_id=None if user.is_admin else user.user_id,
-        agent_id=filters.id_of(query, "agent_id", ids.AGENT, errors),
-        live=None if status is None else status == "active",
-        search=filters.search_of(query, errors),
+        agent_id=found["agent_id"],
+        live=None if found["status"] is None else found["status"] == "active",
+        search=found["search"],
     )
-    page = page_request(query, repository.SORTABLE, "-created_at", errors, tiebreak="t.id")
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 

@@ -11,7 +11,9 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from control_plane.audit.recorder import actor_of
 from control_plane.auth.principals import UserPrincipal, require_admin
 from control_plane.lib.errors import not_found
-from control_plane.lib.pagination import Page, contains_pattern, page_of, page_request
+from control_plane.lib.filters import SEARCH, OneOf
+from control_plane.lib.listing import Listing
+from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
 from control_plane.users import repository, service
 from control_plane.users.repository import UserRow
@@ -21,7 +23,11 @@ from iron.timefmt import iso
 from iron.validation import decode
 
 # Deleted users are gone from the API; their rows stay for the audit trail.
-_STATUSES = ("active", "suspended")
+_LIST = Listing(
+    {"role": OneOf(ROLES), "status": OneOf(("active", "suspended")), "search": SEARCH},
+    repository.SORTABLE,
+    "-created_at",
+)
 
 
 def to_wire(row: UserRow) -> User:
@@ -70,27 +76,14 @@ async def create_user(
     return with_password(row, password)
 
 
-@get("/api/v1/users")
+@get("/api/v1/users", opt=_LIST.doc())
 async def list_users(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> Page[User]:
-    """Filters: role, status, search (email or name)."""
+    """Search: email and name."""
     require_admin(user)
-    query = request.query_params
-    errors: dict[str, str] = {}
-    role = query.get("role")
-    if role is not None and role not in ROLES:
-        errors["role"] = "Must be one of " + ", ".join(ROLES)
-    status = query.get("status")
-    if status is not None and status not in _STATUSES:
-        errors["status"] = "Must be one of " + ", ".join(_STATUSES)
-    search = query.get("search")
-    if search is not None and len(search) > 200:
-        errors["search"] = "At most 200 characters"
-    page = page_request(query, repository.SORTABLE, "-created_at", errors)
-    where = repository.UserFilter(
-        role=role, status=status, search=contains_pattern(search) if search else None
-    )
+    found, page = _LIST.read(request.query_params)
+    where = repository.UserFilter(**found)
     rows, total = await repository.list_page(pool, where, page.order_by, page.per_page, page.offset)
     return page_of([to_wire(row) for row in rows], page, total)
 

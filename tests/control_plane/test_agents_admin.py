@@ -1,156 +1,54 @@
-"""Agents beyond create/list/get: update, delete, providers, status; by role, on real PostgreSQL.
-
-Also the helpers the other resource tests share: people of each role, the audit
-entries of one request, and the list contract of DESIGN.md section 3.
-"""
+"""Agents beyond create/list/get: update, delete, providers, status; by role, on real PostgreSQL."""
 
 import asyncio
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from litestar import Litestar
 
-from control_plane.lib.ratelimit import RateLimits
 from iron import ids
-from tests.conftest import FAKE_PROVIDER_KEY, AgentHandle, open_lease
-from tests.control_plane.test_auth import Person, bearer, fingerprint, make_person
-from tests.control_plane.test_bad_input import assert_error
-from tests.control_plane.test_budget_protocol import usage
+from tests.conftest import open_lease
+from tests.control_plane.helpers import (
+    Roles,
+    assert_error,
+    assert_one_audit,
+    assert_refused,
+    bearer,
+    create_agent,
+    create_provider,
+    demote_to_viewer,
+    fingerprint,
+    make_person,
+    make_roles,
+    usage,
+)
 from tests.ledger_checks import assert_ledger_invariants
 
-# --- shared helpers -------------------------------------------------------------------------------
+# --- list (the contract of every list: test_list_contract.py) --------------------------------------
 
 
-@dataclass(frozen=True)
-class Roles:
-    owner: Person  # a user who owns the agents under test
-    other: Person  # another user
-    viewer: Person
-
-
-async def make_roles(client: httpx.AsyncClient, pool: asyncpg.Pool) -> Roles:
-    return Roles(
-        await make_person(client, pool, "user"),
-        await make_person(client, pool, "user"),
-        await make_person(client, pool, "viewer"),
-    )
-
-
-async def audit_entries(pool: asyncpg.Pool, response: httpx.Response) -> list[dict[str, Any]]:
-    """The audit entries written while serving ``response`` (matched by its request id)."""
-    rows = await pool.fetch(
-        "SELECT operation, resource_type, resource_id, user_id, user_role, changes::text AS changes,"
-        " metadata::text AS metadata FROM audit_logs WHERE request_id = $1",
-        response.headers["x-request-id"],
-    )
-    return [dict(row) for row in rows]
-
-
-async def assert_one_audit(
-    pool: asyncpg.Pool, response: httpx.Response, operation: str, resource_id: str, *hidden: str
-) -> dict[str, Any]:
-    """Exactly one entry, for this operation and resource, and none of ``hidden`` in it."""
-    entries = await audit_entries(pool, response)
-    assert [(e["operation"], e["resource_id"]) for e in entries] == [(operation, resource_id)], entries
-    for secret in hidden:
-        assert secret not in str(entries[0]), (operation, entries[0])
-    return entries[0]
-
-
-async def assert_refused(
-    pool: asyncpg.Pool, response: httpx.Response, status: int, code: str
-) -> dict[str, Any]:
-    error = assert_error(response, status, code)
-    assert await audit_entries(pool, response) == []
-    return error
-
-
-async def assert_list_contract(
-    client: httpx.AsyncClient,
-    headers: dict[str, str],
-    path: str,
-    *,
-    empty: str,
-    known: tuple[str, int],
-    bad: str,
-    bad_fields: set[str],
+async def test_the_list_shows_users_and_viewers_their_own_agents_and_admins_everyones(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin_headers: dict[str, str], roles: Roles
 ) -> None:
-    """``empty``: a query with no match; ``known``: a query and how many it matches;
-    ``bad``: a query whose every parameter in ``bad_fields`` is invalid."""
-    none = await client.get(f"{path}?{empty}", headers=headers)
-    assert none.status_code == 200, none.text
-    assert none.json() == {
-        "data": [],
-        "pagination": {"page": 1, "per_page": 50, "total": 0, "total_pages": 0},
-    }
-    query, total = known
-    past = await client.get(f"{path}?{query}&per_page=1&page={total + 5}", headers=headers)
-    assert past.status_code == 200, past.text
-    assert past.json() == {
-        "data": [],
-        "pagination": {"page": total + 5, "per_page": 1, "total": total, "total_pages": total},
-    }
-    refused = await client.get(f"{path}?{bad}", headers=headers)
-    error = assert_error(refused, 400, "VALIDATION_ERROR")
-    assert set(error["fields"]) == bad_fields, error
+    tag = secrets.token_hex(3)
+    mine = await create_agent(client, roles.owner.headers, name=f"{tag}-mine")
+    theirs = await create_agent(client, roles.other.headers, name=f"{tag}-theirs")
 
+    async def listed(headers: dict[str, str]) -> set[str]:
+        response = await client.get(f"/api/v1/agents?search={tag}", headers=headers)
+        assert response.status_code == 200, response.text
+        return {agent["id"] for agent in response.json()["data"]}
 
-async def create_agent(
-    client: httpx.AsyncClient, headers: dict[str, str], budget: float = 100, **extra: Any
-) -> AgentHandle:
-    response = await client.post(
-        "/api/v1/agents",
-        headers=headers,
-        json={"name": f"agent-{secrets.token_hex(3)}", "budget": budget, **extra},
-    )
-    assert response.status_code == 201, response.text
-    return AgentHandle(response.json()["id"], response.json()["ic_token"]["token"])
-
-
-async def create_provider(
-    client: httpx.AsyncClient, admin: dict[str, str], type_: str = "openai", key: str = FAKE_PROVIDER_KEY
-) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/providers",
-        headers=admin,
-        json={
-            "name": f"provider-{secrets.token_hex(4)}",
-            "type": type_,
-            "endpoint": "https://llm.example/v1",
-            "credentials": {"api_key": key},
-            "models": ["model-a"],
-        },
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def unknown(prefix: str) -> str:
-    return ids.new_id(prefix)
-
-
-async def demote_to_viewer(pool: asyncpg.Pool, person: Person) -> None:
-    """A user who owns agents becomes a viewer: they keep reading them, and may change nothing."""
-    await pool.execute("UPDATE users SET role = 'viewer' WHERE id = $1", person.id)
-
-
-# --- fixtures (the other resource tests import them) ----------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def unthrottled(app: Litestar, monkeypatch: pytest.MonkeyPatch) -> None:
-    """These tests are about resources, not rate limits (which have tests of their own)."""
-    monkeypatch.setitem(app.state, "rate_limits", RateLimits.parse("off"))
-
-
-@pytest.fixture(scope="module")
-async def roles(client: httpx.AsyncClient, pool: asyncpg.Pool) -> Roles:
-    return await make_roles(client, pool)
+    assert await listed(roles.owner.headers) == {mine.id}
+    assert await listed(roles.other.headers) == {theirs.id}
+    assert await listed(admin_headers) == {mine.id, theirs.id}
+    assert await listed(roles.viewer.headers) == set()
+    viewer = await make_person(client, pool, "user")
+    kept = await create_agent(client, viewer.headers, name=f"{tag}-kept")
+    await demote_to_viewer(pool, viewer)
+    assert await listed(viewer.headers) == {kept.id}
 
 
 # --- update ---------------------------------------------------------------------------------------
@@ -197,7 +95,7 @@ async def test_the_owner_updates_name_description_tags_and_project_with_one_audi
         pytest.param({"budget": 1000}, {"body"}, id="budget-is-not-here"),
         pytest.param({}, {"body"}, id="empty"),
         pytest.param({"name": None}, {"name"}, id="null-name"),
-        pytest.param({"project_id": unknown(ids.PROJECT)}, {"project_id"}, id="unknown-project"),
+        pytest.param({"project_id": ids.new_id(ids.PROJECT)}, {"project_id"}, id="unknown-project"),
         pytest.param(b"{bad", {"body"}, id="malformed"),
     ],
 )
@@ -278,7 +176,7 @@ async def test_malformed_agent_ids_are_400_and_unknown_ones_404(
     error = await assert_refused(pool, malformed, 400, "VALIDATION_ERROR")
     assert set(error["fields"]) == {field}
     missing = await client.request(
-        method, f"/api/v1/agents/{unknown(ids.AGENT)}{suffix}", headers=admin_headers, json=body
+        method, f"/api/v1/agents/{ids.new_id(ids.AGENT)}{suffix}", headers=admin_headers, json=body
     )
     await assert_refused(pool, missing, 404, "RESOURCE_NOT_FOUND")
 
@@ -442,8 +340,8 @@ async def test_a_bad_provider_set_is_400_naming_every_entry_and_changes_nothing(
     before = await fingerprint(pool)
     path = f"/api/v1/agents/{agent.id}/providers"
     cases: list[tuple[Any, set[str]]] = [
-        ({"providers": [provider_id, unknown(ids.PROVIDER), "ip_x"]}, {"providers[2]"}),
-        ({"providers": [provider_id, unknown(ids.PROVIDER)]}, {"providers[1]"}),
+        ({"providers": [provider_id, ids.new_id(ids.PROVIDER), "ip_x"]}, {"providers[2]"}),
+        ({"providers": [provider_id, ids.new_id(ids.PROVIDER)]}, {"providers[1]"}),
         ({"providers": [provider_id, provider_id]}, {"providers"}),
         ({"providers": "all"}, {"providers"}),
         ({}, {"providers"}),

@@ -16,8 +16,7 @@ import asyncpg
 import httpx
 
 from iron import ids
-from tests.control_plane.test_auth import Person, assert_error, bearer, make_person
-from tests.control_plane.test_users import audited
+from tests.control_plane.helpers import Person, assert_error, assert_one_audit, bearer, make_person
 
 TOKEN_FIELDS = {"id", "name", "user_id", "status", "created_at"}
 
@@ -41,7 +40,7 @@ async def test_the_value_is_shown_once_stored_hashed_and_works_as_a_bearer(
     assert token["token"].startswith("apitok_")
     assert len(token["token"]) >= 40
     assert (token["name"], token["user_id"], token["status"]) == ("deploy bot", person.id, "active")
-    entry = await audited(pool, response, "API_TOKEN_CREATED", token["token"])
+    entry = await assert_one_audit(pool, response, "API_TOKEN_CREATED", token["id"], token["token"])
     assert (entry["resource_type"], entry["resource_id"], entry["user_id"]) == (
         "api_token",
         token["id"],
@@ -99,7 +98,7 @@ async def test_rotate_gives_a_new_value_and_refuses_the_old_one_at_once(
     assert {k: v for k, v in rotated.items() if k != "token"} == {
         k: v for k, v in token.items() if k != "token"
     }
-    await audited(pool, response, "API_TOKEN_ROTATED", rotated["token"], token["token"])
+    await assert_one_audit(pool, response, "API_TOKEN_ROTATED", token["id"], rotated["token"], token["token"])
     assert_error(
         await client.get("/api/v1/agents", headers=bearer(token["token"])), 401, "AUTH_INVALID_TOKEN"
     )
@@ -135,7 +134,7 @@ async def test_revoke_refuses_the_token_at_once_and_keeps_it_listed(
     response = await client.delete(path, headers=bearer(token["token"]))  # a token may revoke itself
     assert response.status_code == 204, response.text
     assert response.content == b""
-    entry = await audited(pool, response, "API_TOKEN_REVOKED", token["token"])
+    entry = await assert_one_audit(pool, response, "API_TOKEN_REVOKED", token["id"], token["token"])
     assert json.loads(entry["metadata"]) == {"name": "ci", "user_id": person.id}
     assert_error(
         await client.get("/api/v1/agents", headers=bearer(token["token"])), 401, "AUTH_INVALID_TOKEN"
@@ -151,7 +150,8 @@ async def test_revoke_refuses_the_token_at_once_and_keeps_it_listed(
     admin = await make_person(client, pool, "admin")
     by_admin = await client.delete(f"/api/v1/api-tokens/{other['id']}", headers=admin.headers)
     assert by_admin.status_code == 204, by_admin.text
-    assert (await audited(pool, by_admin, "API_TOKEN_REVOKED"))["user_id"] == admin.id
+    entry = await assert_one_audit(pool, by_admin, "API_TOKEN_REVOKED", other["id"], other["token"])
+    assert entry["user_id"] == admin.id
     assert_error(
         await client.get("/api/v1/agents", headers=bearer(other["token"])), 401, "AUTH_INVALID_TOKEN"
     )

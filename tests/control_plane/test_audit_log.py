@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from iron import ids
-from tests.control_plane.test_budget_requests import WHY, User, error_of, new_user, own_agent
+from tests.control_plane.helpers import Person, assert_error, create_agent, make_person
 
 LOGS = "/api/v1/audit-logs"
 EXPORT = "/api/v1/audit-logs/export"
+WHY = "The nightly evaluation run needs a bigger budget."
 COLUMNS = [
     "id",
     "timestamp",
@@ -34,8 +35,8 @@ COLUMNS = [
 
 
 @pytest.fixture
-async def admin(pool: asyncpg.Pool, client: httpx.AsyncClient) -> User:
-    return await new_user(pool, client, "admin")
+async def admin(pool: asyncpg.Pool, client: httpx.AsyncClient) -> Person:
+    return await make_person(client, pool, "admin")
 
 
 async def seed(
@@ -64,18 +65,18 @@ def csv_rows(response: httpx.Response) -> list[dict[str, str]]:
 
 async def test_only_admins_read_the_log(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
     for role in ("user", "viewer"):
-        who = await new_user(pool, client, role)
+        who = await make_person(client, pool, role)
         for path in (LOGS, f"{EXPORT}?format=json"):
-            error_of(await client.get(path, headers=who.headers), 403, "PERMISSION_DENIED")
-    error_of(await client.get(LOGS), 401, "AUTH_INVALID_TOKEN")
-    error_of(await client.get(EXPORT), 401, "AUTH_INVALID_TOKEN")
+            assert_error(await client.get(path, headers=who.headers), 403, "PERMISSION_DENIED")
+    assert_error(await client.get(LOGS), 401, "AUTH_INVALID_TOKEN")
+    assert_error(await client.get(EXPORT), 401, "AUTH_INVALID_TOKEN")
 
 
 async def test_a_mutation_is_recorded_with_its_actor(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person
 ) -> None:
-    dev = await new_user(pool, client)
-    agent = await own_agent(client, dev, 10)
+    dev = await make_person(client, pool, "user")
+    agent = await create_agent(client, dev.headers, 10)
     created = await client.post(
         "/api/v1/budget-requests",
         headers={**dev.headers, "User-Agent": "iron-cli/1.0.0"},
@@ -101,7 +102,7 @@ async def test_a_mutation_is_recorded_with_its_actor(
 
 
 async def test_filters_and_the_list_contract(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person
 ) -> None:
     resource = ids.new_id(ids.AGENT)
     actor = ids.new_id(ids.USER)
@@ -153,14 +154,14 @@ async def test_filters_and_the_list_contract(
         f"&resource_type={'x' * 51}&operation=",
         headers=admin.headers,
     )
-    fields = error_of(bad, 400, "VALIDATION_ERROR")["fields"]
+    fields = assert_error(bad, 400, "VALIDATION_ERROR")["fields"]
     assert set(fields) == {"page", "per_page", "sort", "user_id", "start_date", "resource_type", "operation"}
     backwards = await client.get(f"{LOGS}?start_date=2031-03-15&end_date=2031-03-14", headers=admin.headers)
-    assert set(error_of(backwards, 400, "VALIDATION_ERROR")["fields"]) == {"end_date"}
+    assert set(assert_error(backwards, 400, "VALIDATION_ERROR")["fields"]) == {"end_date"}
 
 
 async def test_exports_are_well_formed_filtered_and_match_the_list(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person
 ) -> None:
     resource = ids.new_id(ids.AGENT)
     start = datetime(2032, 1, 1, tzinfo=UTC)
@@ -209,11 +210,11 @@ async def test_exports_are_well_formed_filtered_and_match_the_list(
     assert csv_rows(await client.get(f"{EXPORT}?resource_id={nothing}", headers=admin.headers)) == []
 
     bad = await client.get(f"{EXPORT}?format=xml&end_date=soon", headers=admin.headers)
-    assert set(error_of(bad, 400, "VALIDATION_ERROR")["fields"]) == {"format", "end_date"}
+    assert set(assert_error(bad, 400, "VALIDATION_ERROR")["fields"]) == {"format", "end_date"}
 
 
 async def test_an_export_larger_than_a_batch_streams_every_entry_once_in_order(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person
 ) -> None:
     resource = ids.new_id(ids.AGENT)
     start = datetime(2033, 6, 1, tzinfo=UTC)
@@ -230,7 +231,7 @@ async def test_an_export_larger_than_a_batch_streams_every_entry_once_in_order(
 
 
 async def test_no_secret_reaches_the_log_or_its_exports(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person
 ) -> None:
     provider_key = f"sk-live-{secrets.token_hex(16)}"
     provider = await client.post(
@@ -268,10 +269,10 @@ async def test_no_secret_reaches_the_log_or_its_exports(
 
 
 async def test_csv_cells_that_look_like_formulas_are_neutralised(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person
 ) -> None:
-    dev = await new_user(pool, client)
-    agent = await own_agent(client, dev, 10)
+    dev = await make_person(client, pool, "user")
+    agent = await create_agent(client, dev.headers, 10)
     hostile = '=HYPERLINK("https://evil.example","click")'
     created = await client.post(
         "/api/v1/budget-requests",

@@ -6,7 +6,6 @@ leave a trace in the ledger, the leases, the usage events or the admin tables.
 """
 
 import json
-import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 from iron import ids
 from tests.conftest import ADMIN_EMAIL, AgentHandle, MakeAgent
-from tests.ledger_checks import ALL_TABLES as TABLES
+from tests.control_plane.helpers import assert_error, fingerprint, usage
 from tests.ledger_checks import assert_ledger_invariants
 
 LEASE = "<<lease>>"  # placeholder for the test agent's open lease id, filled in per request
@@ -29,38 +28,14 @@ AGENT = "<<agent>>"  # placeholder for the test agent's id, in paths
 
 async def snapshot(pool: asyncpg.Pool, agent_id: str) -> dict[str, Any]:
     """The agent's ledger row and lease rows, plus a row count and content hash of every table."""
-    state: dict[str, Any] = {
+    return {
         "agent": dict(await pool.fetchrow("SELECT * FROM agents WHERE id = $1", agent_id) or {}),
         "leases": [
             dict(row)
             for row in await pool.fetch("SELECT * FROM leases WHERE agent_id = $1 ORDER BY id", agent_id)
         ],
+        "tables": await fingerprint(pool),
     }
-    for table in TABLES:
-        row = await pool.fetchrow(
-            f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
-            f" AS digest FROM {table} t"
-        )
-        state[f"table:{table}"] = (row["n"], row["digest"])
-    return state
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The contract's envelope: code, message, request_id (= X-Request-ID), timestamp in UTC with Z."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json"), response.headers
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str), error
-    assert error["message"], error
-    assert error["request_id"], error
-    assert response.headers.get_list("x-request-id") == [error["request_id"]], (error, response.headers)
-    assert error["timestamp"].endswith("Z"), error
-    assert "Traceback" not in response.text
-    assert "asyncpg" not in response.text
-    return error
 
 
 def fill(value: Any, lease_id: str, agent_id: str) -> Any:
@@ -78,21 +53,6 @@ def fill(value: Any, lease_id: str, agent_id: str) -> Any:
 
 def encoded(body: Any) -> bytes:
     return body if isinstance(body, bytes) else json.dumps(body).encode()
-
-
-def usage(**overrides: Any) -> dict[str, Any]:
-    """A valid single usage, without lease_id (for batches) unless given."""
-    body: dict[str, Any] = {
-        "request_id": f"call-{secrets.token_hex(6)}",
-        "input_tokens": 100,
-        "output_tokens": 50,
-        "cost_usd": 0.01,
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "timestamp": "2026-11-24T10:00:00.000Z",
-    }
-    body.update(overrides)
-    return body
 
 
 def report(**overrides: Any) -> dict[str, Any]:
@@ -757,8 +717,8 @@ async def test_a_valid_request_after_all_that_still_works(
     state = await assert_ledger_invariants(pool, subject.agent.id)
     assert state.budget == 150_000_000
     after = await snapshot(pool, subject.agent.id)
-    assert after["table:budget_changes"][0] == before["table:budget_changes"][0] + 1
-    assert after["table:providers"][0] == before["table:providers"][0] + 1
+    assert after["tables"]["budget_changes"][0] == before["tables"]["budget_changes"][0] + 1
+    assert after["tables"]["providers"][0] == before["tables"]["providers"][0] + 1
     assert after["agent"]["budget_micros"] != before["agent"]["budget_micros"]
 
 

@@ -1,28 +1,13 @@
 """The budget protocol end to end, on real PostgreSQL, with the ledger checked after each step."""
 
-import secrets
 from typing import Any
 
 import asyncpg
 
 from iron.crypto import decrypt_ip_token
 from tests.conftest import FAKE_PROVIDER_KEY, MakeAgent, open_lease
+from tests.control_plane.helpers import sweep_until, usage
 from tests.ledger_checks import assert_ledger_invariants
-
-
-def usage(lease_id: str | None, cost: float, request_id: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "request_id": request_id or f"call-{secrets.token_hex(6)}",
-        "input_tokens": 100,
-        "output_tokens": 50,
-        "cost_usd": cost,
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "timestamp": "2026-11-24T10:00:00.000Z",
-    }
-    if lease_id is not None:
-        body["lease_id"] = lease_id
-    return body
 
 
 async def test_handshake_grants_a_lease_and_an_ip_token_only_its_ic_token_opens(
@@ -249,23 +234,14 @@ async def test_provider_key_and_aliases(client: Any, make_agent: MakeAgent) -> N
 async def test_the_sweeper_loop_expires_leases_on_its_own(
     client: Any, pool: asyncpg.Pool, make_agent: MakeAgent
 ) -> None:
-    import asyncio
-    import contextlib
-
-    from control_plane.budget.sweeper import run_sweeper
-
     agent = await make_agent(budget=10)
     lease_id = (await open_lease(client, agent, 4))["lease_id"]
     await pool.execute("UPDATE leases SET expires_at = now() - interval '1 second' WHERE id = $1", lease_id)
-    sweeper = asyncio.create_task(run_sweeper(pool, 0.05))
-    try:
-        for _ in range(100):
-            if await pool.fetchval("SELECT status FROM leases WHERE id = $1", lease_id) == "expired":
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+
+    async def expired() -> bool:
+        return await pool.fetchval("SELECT status FROM leases WHERE id = $1", lease_id) == "expired"
+
+    await sweep_until(pool, expired)
+    assert await expired()
     state = await assert_ledger_invariants(pool, agent.id)
     assert (state.outstanding, state.available) == (0, 10_000_000)

@@ -3,18 +3,15 @@ lists, and races (in one process and across two) that must apply an approval exa
 
 import asyncio
 import json
-import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from control_plane.auth.secrets import hash_password
 from iron import ids
-from tests.conftest import AgentHandle, login, open_lease
-from tests.control_plane.test_budget_protocol import usage
+from tests.conftest import open_lease
+from tests.control_plane.helpers import Person, assert_error, create_agent, make_person, usage
 from tests.ledger_checks import assert_ledger_invariants
 
 BASE = "/api/v1/budget-requests"
@@ -22,41 +19,8 @@ ALIAS = "/api/v1/budget/requests"
 WHY = "Customer demo next week needs about 500 more calls."
 
 
-@dataclass(frozen=True)
-class User:
-    id: str
-    headers: dict[str, str]
-
-
-async def new_user(pool: asyncpg.Pool, client: httpx.AsyncClient, role: str = "user") -> User:
-    user_id = ids.new_id(ids.USER)
-    email, password = f"{role}-{secrets.token_hex(4)}@example.com", secrets.token_urlsafe(12)
-    await pool.execute(
-        "INSERT INTO users (id, email, name, role, password_hash) VALUES ($1, $2, $3, $4, $5)",
-        user_id,
-        email,
-        f"{role} {user_id[-4:]}",
-        role,
-        await hash_password(password),
-    )
-    return User(user_id, await login(client, email, password))
-
-
-async def own_agent(
-    client: httpx.AsyncClient, owner: User, budget: float, providers: list[str] | None = None
-) -> AgentHandle:
-    response = await client.post(
-        "/api/v1/agents",
-        headers=owner.headers,
-        json={"name": f"breq-{secrets.token_hex(3)}", "budget": budget, "providers": providers or []},
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    return AgentHandle(body["id"], body["ic_token"]["token"])
-
-
 async def file_request(
-    client: httpx.AsyncClient, who: User, agent_id: str, requested: float, base: str = BASE
+    client: httpx.AsyncClient, who: Person, agent_id: str, requested: float, base: str = BASE
 ) -> dict[str, Any]:
     response = await client.post(
         base,
@@ -81,27 +45,20 @@ async def audit_rows(pool: asyncpg.Pool, request_id: str) -> list[asyncpg.Record
     )
 
 
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    error: dict[str, Any] = response.json()["error"]
-    assert error["code"] == code, error
-    return error
+@pytest.fixture
+async def admin(pool: asyncpg.Pool, client: httpx.AsyncClient) -> Person:
+    return await make_person(client, pool, "admin")
 
 
 @pytest.fixture
-async def admin(pool: asyncpg.Pool, client: httpx.AsyncClient) -> User:
-    return await new_user(pool, client, "admin")
-
-
-@pytest.fixture
-async def dev(pool: asyncpg.Pool, client: httpx.AsyncClient) -> User:
-    return await new_user(pool, client)
+async def dev(pool: asyncpg.Pool, client: httpx.AsyncClient) -> Person:
+    return await make_person(client, pool, "user")
 
 
 async def test_lifecycle_create_get_approve_raises_the_budget_with_live_figures(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, provider_id: str, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, provider_id: str, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10, [provider_id])
+    agent = await create_agent(client, dev.headers, 10, providers=[provider_id])
     lease = await open_lease(client, agent, 4)
     reported = await client.post(
         "/api/v1/budget/report", headers=agent.headers, json=usage(lease["lease_id"], 1.5)
@@ -177,15 +134,15 @@ async def test_lifecycle_create_get_approve_raises_the_budget_with_live_figures(
         ("DELETE", f"{BASE}/{created['id']}", None),
     ):
         again = await client.request(method, path, headers=admin.headers, json=payload)
-        assert error_of(again, 409, "RESOURCE_CONFLICT")["details"]["status"] == "approved"
+        assert assert_error(again, 409, "RESOURCE_CONFLICT")["details"]["status"] == "approved"
     assert await budget_of(pool, agent.id) == 25_000_000
     assert len(await audit_rows(pool, created["id"])) == 2
 
 
 async def test_approve_with_a_chosen_amount_and_only_upwards(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     partial = await file_request(client, dev, agent.id, 50)
     approved = await client.put(
         f"{BASE}/{partial['id']}/approve", headers=admin.headers, json={"approved_budget": 30}
@@ -198,11 +155,11 @@ async def test_approve_with_a_chosen_amount_and_only_upwards(
     stale = await file_request(client, dev, agent.id, 40)
     await pool.execute("UPDATE agents SET budget_micros = 45000000 WHERE id = $1", agent.id)
     refused = await client.put(f"{BASE}/{stale['id']}/approve", headers=admin.headers)
-    assert "approved_budget" in error_of(refused, 400, "VALIDATION_ERROR")["fields"]
+    assert "approved_budget" in assert_error(refused, 400, "VALIDATION_ERROR")["fields"]
     lower = await client.put(
         f"{BASE}/{stale['id']}/approve", headers=admin.headers, json={"approved_budget": 45}
     )
-    assert "approved_budget" in error_of(lower, 400, "VALIDATION_ERROR")["fields"]
+    assert "approved_budget" in assert_error(lower, 400, "VALIDATION_ERROR")["fields"]
     assert await budget_of(pool, agent.id) == 45_000_000
     still = (await client.get(f"{BASE}/{stale['id']}", headers=dev.headers)).json()
     assert still["status"] == "pending"
@@ -211,23 +168,23 @@ async def test_approve_with_a_chosen_amount_and_only_upwards(
         headers=admin.headers,
         json={"approved_budget": -1, "review_notes": "x" * 1001},
     )
-    assert set(error_of(bad, 400, "VALIDATION_ERROR")["fields"]) == {"approved_budget", "review_notes"}
+    assert set(assert_error(bad, 400, "VALIDATION_ERROR")["fields"]) == {"approved_budget", "review_notes"}
     assert [e["operation"] for e in await audit_rows(pool, stale["id"])] == ["BUDGET_REQUEST_CREATED"]
 
 
 async def test_reject_needs_notes_and_leaves_the_budget(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     created = await file_request(client, dev, agent.id, 20)
     path = f"{BASE}/{created['id']}/reject"
     for payload in ({}, {"review_notes": ""}, {"review_notes": "   "}, {"review_notes": "x" * 1001}):
         refused = await client.put(path, headers=admin.headers, json=payload)
-        assert "review_notes" in error_of(refused, 400, "VALIDATION_ERROR")["fields"], payload
+        assert "review_notes" in assert_error(refused, 400, "VALIDATION_ERROR")["fields"], payload
     no_body = await client.put(path, headers=admin.headers)
-    error_of(no_body, 400, "VALIDATION_ERROR")
+    assert_error(no_body, 400, "VALIDATION_ERROR")
     by_user = await client.put(path, headers=dev.headers, json={"review_notes": "My own call."})
-    error_of(by_user, 403, "PERMISSION_DENIED")
+    assert_error(by_user, 403, "PERMISSION_DENIED")
 
     rejected = await client.put(path, headers=admin.headers, json={"review_notes": "Q1 is fully allocated."})
     assert rejected.status_code == 200, rejected.text
@@ -239,29 +196,35 @@ async def test_reject_needs_notes_and_leaves_the_budget(
     )
     assert "approved_budget" not in body
     assert await budget_of(pool, agent.id) == 10_000_000
-    error_of(
+    assert_error(
         await client.put(f"{BASE}/{created['id']}/approve", headers=admin.headers), 409, "RESOURCE_CONFLICT"
     )
-    error_of(await client.delete(f"{BASE}/{created['id']}", headers=dev.headers), 409, "RESOURCE_CONFLICT")
+    assert_error(
+        await client.delete(f"{BASE}/{created['id']}", headers=dev.headers), 409, "RESOURCE_CONFLICT"
+    )
     entries = await audit_rows(pool, created["id"])
     assert [e["operation"] for e in entries] == ["BUDGET_REQUEST_CREATED", "BUDGET_REQUEST_REJECTED"]
     assert "Q1 is fully allocated." in entries[1]["metadata"]
 
 
 async def test_cancel_by_the_requester_or_an_admin_only(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     mine = await file_request(client, dev, agent.id, 20)
-    stranger = await new_user(pool, client)
+    stranger = await make_person(client, pool, "user")
     # someone else's request does not exist for them
-    error_of(await client.delete(f"{BASE}/{mine['id']}", headers=stranger.headers), 404, "RESOURCE_NOT_FOUND")
-    error_of(await client.get(f"{BASE}/{mine['id']}", headers=stranger.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        await client.delete(f"{BASE}/{mine['id']}", headers=stranger.headers), 404, "RESOURCE_NOT_FOUND"
+    )
+    assert_error(
+        await client.get(f"{BASE}/{mine['id']}", headers=stranger.headers), 404, "RESOURCE_NOT_FOUND"
+    )
     cancelled = await client.delete(f"{BASE}/{mine['id']}", headers=dev.headers)
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
-    error_of(await client.delete(f"{BASE}/{mine['id']}", headers=dev.headers), 409, "RESOURCE_CONFLICT")
-    error_of(
+    assert_error(await client.delete(f"{BASE}/{mine['id']}", headers=dev.headers), 409, "RESOURCE_CONFLICT")
+    assert_error(
         await client.put(f"{BASE}/{mine['id']}/approve", headers=admin.headers), 409, "RESOURCE_CONFLICT"
     )
     assert await budget_of(pool, agent.id) == 10_000_000
@@ -278,23 +241,23 @@ async def test_cancel_by_the_requester_or_an_admin_only(
 
 
 async def test_create_validation_and_permissions(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
 
-    async def post(who: User, payload: dict[str, Any]) -> httpx.Response:
+    async def post(who: Person, payload: dict[str, Any]) -> httpx.Response:
         return await client.post(BASE, headers=who.headers, json=payload)
 
     everything_wrong = await post(
         dev, {"agent_id": "agent-1", "requested_budget": 0, "justification": "short"}
     )
-    assert set(error_of(everything_wrong, 400, "VALIDATION_ERROR")["fields"]) == {
+    assert set(assert_error(everything_wrong, 400, "VALIDATION_ERROR")["fields"]) == {
         "agent_id",
         "requested_budget",
         "justification",
     }
     missing = await post(dev, {})
-    assert set(error_of(missing, 400, "VALIDATION_ERROR")["fields"]) == {
+    assert set(assert_error(missing, 400, "VALIDATION_ERROR")["fields"]) == {
         "agent_id",
         "requested_budget",
         "justification",
@@ -303,7 +266,7 @@ async def test_create_validation_and_permissions(
         refused = await post(
             dev, {"agent_id": agent.id, "requested_budget": 20, "justification": justification}
         )
-        assert set(error_of(refused, 400, "VALIDATION_ERROR")["fields"]) == {"justification"}
+        assert set(assert_error(refused, 400, "VALIDATION_ERROR")["fields"]) == {"justification"}
     assert (
         await post(dev, {"agent_id": agent.id, "requested_budget": 20, "justification": "x" * 20})
     ).status_code == 201
@@ -312,22 +275,22 @@ async def test_create_validation_and_permissions(
     ).status_code == 201
     for not_more in (10, 9.99, 5):
         refused = await post(dev, {"agent_id": agent.id, "requested_budget": not_more, "justification": WHY})
-        assert set(error_of(refused, 400, "VALIDATION_ERROR")["fields"]) == {"requested_budget"}
+        assert set(assert_error(refused, 400, "VALIDATION_ERROR")["fields"]) == {"requested_budget"}
 
-    stranger = await new_user(pool, client)
+    stranger = await make_person(client, pool, "user")
     theirs = await post(stranger, {"agent_id": agent.id, "requested_budget": 20, "justification": WHY})
-    error_of(theirs, 404, "RESOURCE_NOT_FOUND")
+    assert_error(theirs, 404, "RESOURCE_NOT_FOUND")
     unknown = await post(
         dev, {"agent_id": ids.new_id(ids.AGENT), "requested_budget": 20, "justification": WHY}
     )
-    error_of(unknown, 404, "RESOURCE_NOT_FOUND")
-    viewer = await new_user(pool, client, "viewer")
-    error_of(
+    assert_error(unknown, 404, "RESOURCE_NOT_FOUND")
+    viewer = await make_person(client, pool, "viewer")
+    assert_error(
         await post(viewer, {"agent_id": agent.id, "requested_budget": 20, "justification": WHY}),
         403,
         "PERMISSION_DENIED",
     )
-    error_of(await client.post(BASE, json={}), 401, "AUTH_INVALID_TOKEN")
+    assert_error(await client.post(BASE, json={}), 401, "AUTH_INVALID_TOKEN")
     # an admin may file for any agent (admins usually edit budgets directly)
     by_admin = await file_request(client, admin, agent.id, 15)
     assert by_admin["requester_id"] == admin.id
@@ -336,22 +299,24 @@ async def test_create_validation_and_permissions(
 
 
 async def test_path_ids_and_review_rights(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     created = await file_request(client, dev, agent.id, 20)
     for path in (f"{BASE}/breq-123", f"{BASE}/{agent.id}", f"{ALIAS}/breq_nope"):
-        error = error_of(await client.get(path, headers=admin.headers), 400, "VALIDATION_ERROR")
+        error = assert_error(await client.get(path, headers=admin.headers), 400, "VALIDATION_ERROR")
         assert set(error["fields"]) == {"budget_request_id"}
     unknown = ids.new_id(ids.BUDGET_REQUEST)
-    error_of(await client.get(f"{BASE}/{unknown}", headers=admin.headers), 404, "RESOURCE_NOT_FOUND")
-    error_of(await client.put(f"{BASE}/{unknown}/approve", headers=admin.headers), 404, "RESOURCE_NOT_FOUND")
-    error_of(await client.delete(f"{BASE}/{unknown}", headers=dev.headers), 404, "RESOURCE_NOT_FOUND")
-    error_of(
+    assert_error(await client.get(f"{BASE}/{unknown}", headers=admin.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        await client.put(f"{BASE}/{unknown}/approve", headers=admin.headers), 404, "RESOURCE_NOT_FOUND"
+    )
+    assert_error(await client.delete(f"{BASE}/{unknown}", headers=dev.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
         await client.put(f"{BASE}/{created['id']}/approve", headers=dev.headers), 403, "PERMISSION_DENIED"
     )
-    viewer = await new_user(pool, client, "viewer")
-    error_of(
+    viewer = await make_person(client, pool, "viewer")
+    assert_error(
         await client.put(f"{BASE}/{created['id']}/approve", headers=viewer.headers), 403, "PERMISSION_DENIED"
     )
     # an admin sees everyone's, its requester its own
@@ -362,9 +327,9 @@ async def test_path_ids_and_review_rights(
 
 
 async def test_aliases_including_patch_reviews(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     first = await file_request(client, dev, agent.id, 20, base=ALIAS)
     assert (await client.get(f"{ALIAS}/{first['id']}", headers=dev.headers)).json()["status"] == "pending"
     listed = (await client.get(f"{ALIAS}?agent_id={agent.id}", headers=dev.headers)).json()
@@ -391,15 +356,15 @@ async def test_aliases_including_patch_reviews(
 
 
 async def test_list_scope_filters_sort_and_pages(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    agent = await own_agent(client, dev, 10)
-    other_agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
+    other_agent = await create_agent(client, dev.headers, 10)
     made = [await file_request(client, dev, agent.id, amount) for amount in (30, 20, 40)]
     on_other = await file_request(client, dev, other_agent.id, 15)
     await client.delete(f"{BASE}/{made[1]['id']}", headers=dev.headers)
-    stranger = await new_user(pool, client)
-    theirs = await file_request(client, stranger, (await own_agent(client, stranger, 1)).id, 2)
+    stranger = await make_person(client, pool, "user")
+    theirs = await file_request(client, stranger, (await create_agent(client, stranger.headers, 1)).id, 2)
 
     mine = (await client.get(BASE, headers=dev.headers)).json()
     assert [r["id"] for r in mine["data"]] == [on_other["id"], made[2]["id"], made[1]["id"], made[0]["id"]]
@@ -428,14 +393,14 @@ async def test_list_scope_filters_sort_and_pages(
     assert (await client.get(f"{BASE}?agent_id={agent.id}", headers=stranger.headers)).json()["data"] == []
 
     bad = await client.get(f"{BASE}?status=open&agent_id=nope&sort=justification&page=0", headers=dev.headers)
-    assert set(error_of(bad, 400, "VALIDATION_ERROR")["fields"]) == {"status", "agent_id", "sort", "page"}
+    assert set(assert_error(bad, 400, "VALIDATION_ERROR")["fields"]) == {"status", "agent_id", "sort", "page"}
 
 
 async def _race(
-    pool: asyncpg.Pool, admin: User, dev: User, client: httpx.AsyncClient, send: Any, rounds: int
+    pool: asyncpg.Pool, admin: Person, dev: Person, client: httpx.AsyncClient, send: Any, rounds: int
 ) -> None:
     """``send(request_id)`` fires two approvals at once; exactly one applies, every time."""
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     for n in range(rounds):
         expected = 20_000_000 + n * 10_000_000
         created = await file_request(client, dev, agent.id, expected / 1_000_000)
@@ -454,9 +419,9 @@ async def _race(
 
 
 async def test_two_concurrent_approvals_apply_once(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
-    second_admin = await new_user(pool, client, "admin")
+    second_admin = await make_person(client, pool, "admin")
 
     async def send(request_id: str) -> list[httpx.Response]:
         return list(
@@ -471,7 +436,11 @@ async def test_two_concurrent_approvals_apply_once(
 
 @pytest.mark.slow
 async def test_two_approvals_across_two_processes_apply_once(
-    control_plane_processes: list[str], client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    control_plane_processes: list[str],
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    admin: Person,
+    dev: Person,
 ) -> None:
     async with httpx.AsyncClient(timeout=30) as http:
 
@@ -489,10 +458,10 @@ async def test_two_approvals_across_two_processes_apply_once(
 
 
 async def _approve_or_cancel(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, dev: User, send: Any, rounds: int
+    client: httpx.AsyncClient, pool: asyncpg.Pool, dev: Person, send: Any, rounds: int
 ) -> set[str]:
     """Each round an approval races a cancel: one wins, the other is 409, and state agrees."""
-    agent = await own_agent(client, dev, 10)
+    agent = await create_agent(client, dev.headers, 10)
     winners: set[str] = set()
     budget = 10_000_000
     for n in range(rounds):
@@ -513,7 +482,7 @@ async def _approve_or_cancel(
 
 
 async def test_an_approval_racing_a_cancel_one_wins(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin: Person, dev: Person
 ) -> None:
     async def send(request_id: str) -> list[httpx.Response]:
         return list(
@@ -528,7 +497,11 @@ async def test_an_approval_racing_a_cancel_one_wins(
 
 @pytest.mark.slow
 async def test_an_approval_racing_a_cancel_across_processes(
-    control_plane_processes: list[str], client: httpx.AsyncClient, pool: asyncpg.Pool, admin: User, dev: User
+    control_plane_processes: list[str],
+    client: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    admin: Person,
+    dev: Person,
 ) -> None:
     first, second = control_plane_processes
     async with httpx.AsyncClient(timeout=30) as http:

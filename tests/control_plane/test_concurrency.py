@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import MakeAgent
-from tests.control_plane.test_budget_protocol import usage
+from tests.control_plane.helpers import usage
 from tests.ledger_checks import assert_ledger_invariants
 
 pytestmark = pytest.mark.slow

@@ -15,20 +15,17 @@ import pytest
 
 from iron import ids
 from tests.conftest import AgentHandle, open_lease
-from tests.control_plane.test_agents_admin import (
+from tests.control_plane.helpers import (
     Roles,
-    assert_list_contract,
+    assert_error,
     assert_one_audit,
     assert_refused,
+    bearer,
     create_agent,
     demote_to_viewer,
+    fingerprint,
     make_roles,
-    unknown,
 )
-from tests.control_plane.test_agents_admin import roles as roles
-from tests.control_plane.test_agents_admin import unthrottled as unthrottled
-from tests.control_plane.test_auth import bearer, fingerprint
-from tests.control_plane.test_bad_input import assert_error
 from tests.ledger_checks import assert_ledger_invariants
 
 METADATA = {"id", "agent_id", "agent_name", "status", "created_at"}
@@ -146,7 +143,7 @@ async def test_metadata_is_readable_by_who_may_read_the_agent_and_never_shows_th
         assert_error(got, 404, "RESOURCE_NOT_FOUND")
     malformed = await client.get("/api/v1/tokens/ic_abc", headers=admin_headers)
     assert set(assert_error(malformed, 400, "VALIDATION_ERROR")["fields"]) == {"token_id"}
-    missing = await client.get(f"/api/v1/tokens/{unknown(ids.IC_TOKEN)}", headers=admin_headers)
+    missing = await client.get(f"/api/v1/tokens/{ids.new_id(ids.IC_TOKEN)}", headers=admin_headers)
     assert_error(missing, 404, "RESOURCE_NOT_FOUND")
     # revoked: still readable by id, with its revocation time; the agent then has no live token
     await client.delete(f"/api/v1/agents/{agent.id}/ic-token", headers=roles.owner.headers)
@@ -157,7 +154,7 @@ async def test_metadata_is_readable_by_who_may_read_the_agent_and_never_shows_th
     assert_error(none, 404, "RESOURCE_NOT_FOUND")
 
 
-async def test_the_list_is_scoped_filtered_and_keeps_the_contract(
+async def test_the_list_is_scoped_filtered(
     client: httpx.AsyncClient, pool: asyncpg.Pool, admin_headers: dict[str, str]
 ) -> None:
     roles = await make_roles(client, pool)
@@ -200,24 +197,6 @@ async def test_the_list_is_scoped_filtered_and_keeps_the_contract(
     # an admin sees everyone's; a viewer with no agents sees none
     everyone = (await client.get(f"/api/v1/tokens?search={tag}&status=active", headers=admin_headers)).json()
     assert everyone["pagination"]["total"] == 4
-    await assert_list_contract(
-        client,
-        roles.viewer.headers,
-        "/api/v1/tokens",
-        empty="",
-        known=("", 0),
-        bad="page=0&per_page=101&sort=token&status=live&agent_id=agent_1&search=" + "x" * 201,
-        bad_fields={"page", "per_page", "sort", "status", "agent_id", "search"},
-    )
-    await assert_list_contract(
-        client,
-        roles.owner.headers,
-        "/api/v1/tokens",
-        empty=f"agent_id={theirs.id}",
-        known=("status=active", 3),
-        bad="per_page=abc&sort=-nope",
-        bad_fields={"per_page", "sort"},
-    )
 
 
 # --- revoke ---------------------------------------------------------------------------------------
@@ -247,7 +226,7 @@ async def test_revoke_by_id_refuses_the_token_at_once_and_twice_is_409(
     await assert_refused(pool, twice, 409, "RESOURCE_CONFLICT")
     malformed = await client.delete("/api/v1/tokens/nope", headers=roles.owner.headers)
     assert set((await assert_refused(pool, malformed, 400, "VALIDATION_ERROR"))["fields"]) == {"token_id"}
-    missing = await client.delete(f"/api/v1/tokens/{unknown(ids.IC_TOKEN)}", headers=roles.owner.headers)
+    missing = await client.delete(f"/api/v1/tokens/{ids.new_id(ids.IC_TOKEN)}", headers=roles.owner.headers)
     await assert_refused(pool, missing, 404, "RESOURCE_NOT_FOUND")
     # the lease belongs to the agent: a new token carries on with it
     created = await client.post(f"/api/v1/agents/{agent.id}/ic-token", headers=roles.owner.headers)
@@ -331,7 +310,7 @@ async def test_rotate_invalidates_the_old_token_at_once_and_the_new_one_works(
     assert await works(client, by_admin.json()["ic_token"]["token"])
     malformed = await client.put("/api/v1/tokens/agent_1/rotate", headers=admin_headers)
     assert set((await assert_refused(pool, malformed, 400, "VALIDATION_ERROR"))["fields"]) == {"token_id"}
-    missing = await client.put(f"/api/v1/tokens/{unknown(ids.IC_TOKEN)}/rotate", headers=admin_headers)
+    missing = await client.put(f"/api/v1/tokens/{ids.new_id(ids.IC_TOKEN)}/rotate", headers=admin_headers)
     await assert_refused(pool, missing, 404, "RESOURCE_NOT_FOUND")
     await assert_ledger_invariants(pool, agent.id)
 

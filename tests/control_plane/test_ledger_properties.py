@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from control_plane.budget.service import expire_leases
 from tests.conftest import MakeAgent
-from tests.control_plane.test_budget_protocol import usage
+from tests.control_plane.helpers import usage
 from tests.ledger_checks import assert_ledger_invariants
 
 CENT = 10_000  # microdollars

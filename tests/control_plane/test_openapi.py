@@ -9,7 +9,6 @@ a minute; ``IRON_SCHEMATHESIS_EXAMPLES`` raises it for a longer local campaign.
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from control_plane.settings import Settings
 from iron.embedded import EmbeddedValkey, ServiceUrls, scratch_database
 from iron.validation import decode
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, FAKE_PROVIDER_KEY
+from tests.control_plane.helpers import free_port
 
 EXAMPLES = int(os.environ.get("IRON_SCHEMATHESIS_EXAMPLES", "10"))
 NEGATIVE_EXAMPLES = max(EXAMPLES // 3, 2)
@@ -137,6 +137,45 @@ def test_every_operation_documents_its_errors_and_security(env: dict[str, str]) 
     assert set(document["components"]["securitySchemes"]) == {"UserToken", "IcToken"}
 
 
+def _violating(schema: dict[str, Any]) -> str:
+    """A value outside a query parameter's string schema (enum, pattern, length or date)."""
+    return "x" * (schema["maxLength"] + 1) if "maxLength" in schema else "~invalid~"
+
+
+async def test_every_list_documents_paging_sorting_and_the_filters_it_reads(
+    app: Litestar, client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """The document's list parameters are the ones the server reads: each documented filter
+    refuses a value outside its schema (so the handler reads it), each documented sort works."""
+    document = openapi.document(app)
+    lists = [
+        (path, operation)
+        for path, method, operation in _operations(document)
+        if method == "get"
+        and operation["responses"]["200"]["content"]["application/json"]["schema"]
+        .get("$ref", "")
+        .startswith("#/components/schemas/Page_")
+    ]
+    assert len(lists) >= 9
+    for path, operation in lists:
+        query = {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "query"}
+        assert query["page"] == {"description": "Page number, from 1", "type": "integer", "minimum": 1}
+        assert (query["per_page"]["minimum"], query["per_page"]["maximum"]) == (1, 100), path
+        sorts = query["sort"]["enum"]
+        ascending = {s for s in sorts if not s.startswith("-")}
+        assert ascending, path
+        assert {f"-{s}" for s in ascending} == set(sorts) - ascending, path
+        for sort in sorts:
+            listed = await client.get(path, headers=admin_headers, params={"sort": sort, "per_page": 1})
+            assert listed.status_code == 200, (path, sort, listed.text)
+        filters = set(query) - {"page", "per_page", "sort"}
+        assert filters, path
+        for name in filters:
+            refused = await client.get(path, headers=admin_headers, params={name: _violating(query[name])})
+            assert refused.status_code == 400, (path, name, refused.text)
+            assert set(refused.json()["error"]["fields"]) == {name}, (path, name)
+
+
 class _Thing(msgspec.Struct, kw_only=True):
     name: Annotated[str, msgspec.Meta(min_length=1)]
     size: int = 1
@@ -222,13 +261,6 @@ class Target:
     spare_tokens: list[str]  # user tokens for logout, which revokes the token it is called with
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _login(url: str) -> str:
     response = httpx.post(
         f"{url}/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}, timeout=30
@@ -250,7 +282,7 @@ def target(private_database: str, tmp_path_factory: pytest.TempPathFactory) -> I
     valkey = EmbeddedValkey(Path(tmp_path_factory.mktemp("openapi-valkey")))
     process = None
     try:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": private_database,

@@ -16,21 +16,17 @@ from litestar import Litestar
 from iron import ids
 from iron.crypto import decrypt_ip_token, unseal
 from tests.conftest import open_lease
-from tests.control_plane.test_agents_admin import (
+from tests.control_plane.helpers import (
     Roles,
-    assert_list_contract,
+    assert_error,
     assert_one_audit,
     assert_refused,
     create_agent,
     create_provider,
+    fingerprint,
     make_roles,
-    unknown,
+    usage,
 )
-from tests.control_plane.test_agents_admin import roles as roles
-from tests.control_plane.test_agents_admin import unthrottled as unthrottled
-from tests.control_plane.test_auth import fingerprint
-from tests.control_plane.test_bad_input import assert_error
-from tests.control_plane.test_budget_protocol import usage
 from tests.ledger_checks import assert_ledger_invariants
 
 SHAPE = {
@@ -93,11 +89,11 @@ async def test_every_role_lists_and_gets_providers_and_never_sees_a_key(
             assert "api_key" not in response.text
     malformed = await client.get("/api/v1/providers/provider_1", headers=roles.viewer.headers)
     assert set(assert_error(malformed, 400, "VALIDATION_ERROR")["fields"]) == {"provider_id"}
-    missing = await client.get(f"/api/v1/providers/{unknown(ids.PROVIDER)}", headers=roles.viewer.headers)
+    missing = await client.get(f"/api/v1/providers/{ids.new_id(ids.PROVIDER)}", headers=roles.viewer.headers)
     assert_error(missing, 404, "RESOURCE_NOT_FOUND")
 
 
-async def test_the_list_filters_sorts_searches_and_keeps_the_contract(
+async def test_the_list_filters_sorts_searches(
     client: httpx.AsyncClient, admin_headers: dict[str, str], roles: Roles
 ) -> None:
     tag = secrets.token_hex(3)
@@ -128,15 +124,6 @@ async def test_the_list_filters_sorts_searches_and_keeps_the_contract(
         await client.get(f"/api/v1/providers?search={tag}&type=cohere&status=active", headers=headers)
     ).json()
     assert [p["id"] for p in active["data"]] == [made[0]["id"]]
-    await assert_list_contract(
-        client,
-        headers,
-        "/api/v1/providers",
-        empty=f"search={tag}-none",
-        known=(f"search={tag}", 3),
-        bad="page=-1&per_page=0&sort=key_ciphertext&type=gpt&status=on&search=" + "y" * 201,
-        bad_fields={"page", "per_page", "sort", "type", "status", "search"},
-    )
 
 
 async def test_usage_counts_calls_labelled_with_the_type_or_the_name_scoped_to_the_reader(
@@ -311,7 +298,7 @@ async def test_update_conflicts_and_unknown_ids(
     await assert_refused(pool, clash, 409, "RESOURCE_CONFLICT")
     for method, body in (("PUT", {"name": "x"}), ("DELETE", None)):
         missing = await client.request(
-            method, f"/api/v1/providers/{unknown(ids.PROVIDER)}", headers=admin_headers, json=body
+            method, f"/api/v1/providers/{ids.new_id(ids.PROVIDER)}", headers=admin_headers, json=body
         )
         await assert_refused(pool, missing, 404, "RESOURCE_NOT_FOUND")
         malformed = await client.request(method, "/api/v1/providers/ip_1", headers=admin_headers, json=body)

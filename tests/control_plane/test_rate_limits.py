@@ -6,8 +6,6 @@ Each test counts against users (and so Redis keys) of its own, so no test can th
 import asyncio
 import logging
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -23,48 +21,11 @@ import redis.asyncio as redis
 from litestar import Litestar
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from control_plane.auth.secrets import hash_password
 from control_plane.lib import ratelimit
 from control_plane.lib.ratelimit import SCOPES, RateLimits, Rule, category_of
 from control_plane.settings import SettingsError
-from control_plane.users import repository as users
 from iron import ids
-
-PASSWORD = "rate limited but not forgotten"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def new_user(client: httpx.AsyncClient, pool: asyncpg.Pool, role: str = "user") -> dict[str, str]:
-    """A user of this test alone (so counters of its own), logged in: its auth headers."""
-    email = f"rl-{secrets.token_hex(4)}@example.com"
-    await users.insert_if_absent(
-        pool,
-        user_id=ids.new_id(ids.USER),
-        email=email,
-        name="Rate Limited",
-        role=role,
-        password_hash=await hash_password(PASSWORD),
-    )
-    response = await client.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['user_token']}"}
-
-
-async def new_agent(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """An agent created by ``admin`` (a user of the test's own): its id and IC-token headers."""
-    name = f"rl-{secrets.token_hex(3)}"
-    response = await client.post(
-        "/api/v1/agents", headers=admin, json={"name": name, "budget": 10, "providers": []}
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    return body["id"], {"Authorization": f"Bearer {body['ic_token']['token']}"}
+from tests.control_plane.helpers import create_agent, free_port, make_person
 
 
 @pytest.fixture
@@ -247,7 +208,7 @@ async def test_the_script_is_loaded_when_redis_forgot_it(redis_client: redis.Red
 
 
 async def test_redis_unavailable_fails_open_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
     monkey_state = ratelimit._redis_down
     ratelimit._redis_down = False
@@ -270,7 +231,10 @@ async def test_redis_unavailable_fails_open_and_logs_once(caplog: pytest.LogCapt
 async def test_reads_are_limited_per_user_with_headers_then_429(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    alice, bob = await new_user(client, pool), await new_user(client, pool)
+    alice, bob = (
+        (await make_person(client, pool, "user")).headers,
+        (await make_person(client, pool, "user")).headers,
+    )
     before = time.time()
     seen = []
     for _ in range(5):
@@ -309,7 +273,7 @@ async def test_reads_are_limited_per_user_with_headers_then_429(
 async def test_errors_after_authentication_count_and_carry_headers(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    carol = await new_user(client, pool)
+    carol = (await make_person(client, pool, "user")).headers
     response = await client.get("/api/v1/agents/not-an-id", headers=carol)
     assert response.status_code == 400
     assert _rate_headers(response)[:2] == (5, 4)
@@ -321,7 +285,7 @@ async def test_errors_after_authentication_count_and_carry_headers(
 async def test_unauthenticated_and_exempt_requests_are_not_limited(
     app: Litestar, client: httpx.AsyncClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, agent = await new_agent(client, await new_user(client, pool, role="admin"))
+    agent = (await create_agent(client, (await make_person(client, pool, "admin")).headers, 10)).headers
     monkeypatch.setitem(app.state, "rate_limits", RateLimits.parse(",".join(f"{c}=1/60" for c in SCOPES)))
     for _ in range(5):  # more than any limit now
         for response in (
@@ -338,8 +302,8 @@ async def test_unauthenticated_and_exempt_requests_are_not_limited(
 async def test_token_rotation_is_limited_per_token(
     app: Litestar, client: httpx.AsyncClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    admin = await new_user(client, pool, role="admin")
-    (first, _), (second, _) = await new_agent(client, admin), await new_agent(client, admin)
+    admin = (await make_person(client, pool, "admin")).headers
+    first, second = [(await create_agent(client, admin, 10)).id for _ in range(2)]
     monkeypatch.setitem(app.state, "rate_limits", RateLimits.parse("token_rotate=2/3600"))
     path = "/api/v1/agents/{}/ic-token/regenerate"
     statuses = [(await client.post(path.format(first), headers=admin)).status_code for _ in range(3)]
@@ -351,7 +315,7 @@ async def test_token_rotation_is_limited_per_token(
 
 @pytest.mark.usefixtures("limits")
 async def test_settings_updates_are_limited(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
-    admin = await new_user(client, pool, role="admin")
+    admin = (await make_person(client, pool, "admin")).headers
     path = f"/api/v1/limits/agents/{ids.new_id(ids.AGENT)}/budget"
     statuses = [(await client.put(path, headers=admin, json={"budget": 5})).status_code for _ in range(3)]
     assert statuses == [404, 404, 429]
@@ -361,7 +325,7 @@ async def test_limits_off_sends_no_headers(
     app: Litestar, client: httpx.AsyncClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(app.state, "rate_limits", RateLimits.parse("off"))
-    dave = await new_user(client, pool)
+    dave = (await make_person(client, pool, "user")).headers
     response = await client.get("/api/v1/agents", headers=dave)
     assert response.status_code == 200
     assert "x-ratelimit-limit" not in response.headers
@@ -371,7 +335,7 @@ async def test_limits_off_sends_no_headers(
 async def test_redis_trouble_lets_requests_through_without_headers(
     client: httpx.AsyncClient, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    erin = await new_user(client, pool)
+    erin = (await make_person(client, pool, "user")).headers
 
     async def unavailable(*args: Any) -> list[int]:
         raise RedisConnectionError("down")
@@ -400,7 +364,7 @@ def limited_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
     }
     procs, urls = [], []
     for _ in range(2):
-        port = _free_port()
+        port = free_port()
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "control_plane", "--port", str(port)],
@@ -433,7 +397,7 @@ def limited_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
 async def test_limits_hold_across_two_processes_sharing_redis(
     limited_processes: list[str], client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    headers = await new_user(client, pool)
+    headers = (await make_person(client, pool, "user")).headers
     async with httpx.AsyncClient(timeout=30) as http:
         responses = await asyncio.gather(
             *(http.get(f"{limited_processes[n % 2]}/api/v1/agents", headers=headers) for n in range(50))

@@ -10,13 +10,10 @@ and the shared test client's 127.0.0.1 must stay usable for the rest of the sess
 """
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import httpx
@@ -26,42 +23,23 @@ from litestar import Litestar
 from iron import ids
 from iron.timefmt import utcnow
 from tests.conftest import login
-from tests.control_plane.test_auth import Person, assert_error, bearer, make_jwt, make_person
+from tests.control_plane.helpers import (
+    assert_error,
+    bearer,
+    client_at,
+    create_agent,
+    fresh_ip,
+    make_jwt,
+    make_person,
+    start_session,
+    sweep_until,
+)
 
 CHECK = "/api/v1/agents"  # any endpoint that takes a user token
 
 
-@contextlib.asynccontextmanager
-async def client_at(app: Litestar, ip: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the in-process app whose connection comes from ``ip``."""
-    transport = httpx.ASGITransport(app=app, client=(ip, 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://control-plane") as http:
-        yield http
-
-
 def sha256(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-def fresh_ip() -> str:
-    return "10." + ".".join(str(secrets.randbelow(254) + 1) for _ in range(3))
-
-
-async def start_session(client: httpx.AsyncClient, person: Person) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/auth/login", json={"email": person.email, "password": person.password}
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def own_agent_ic_token(client: httpx.AsyncClient, owner: Person) -> str:
-    """The IC token of a new agent of ``owner`` (not the shared admin: its rate counts stay low)."""
-    response = await client.post("/api/v1/agents", headers=owner.headers, json={"name": "mine", "budget": 1})
-    assert response.status_code == 201, response.text
-    token: str = response.json()["ic_token"]["token"]
-    return token
 
 
 async def refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
@@ -154,6 +132,51 @@ async def test_refresh_refuses_bad_expired_and_inactive_tokens(
     assert_error(await refresh(client, kept["refresh_token"]), 401, "AUTH_INVALID_TOKEN")
 
 
+async def test_the_sweeper_deletes_refresh_tokens_a_day_after_they_died_and_nothing_else(
+    client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    person = await make_person(client, pool, "user")
+    first = await start_session(client, person)
+    rotated = (await refresh(client, first["refresh_token"])).json()  # the first token is used now
+    dead = {  # token -> (expires in, revoked ago); the first two died over a day ago
+        "expired long ago": (timedelta(days=-2), None),
+        "revoked long ago": (timedelta(days=1), timedelta(days=2)),
+        "just expired": (timedelta(minutes=-1), None),
+        "just revoked": (timedelta(days=1), timedelta(minutes=1)),
+    }
+    tokens = {name: f"rt_{secrets.token_urlsafe(32)}" for name in dead}
+
+    async def rows() -> set[bytes]:
+        found = await pool.fetch("SELECT token_hash FROM refresh_tokens WHERE user_id = $1", person.id)
+        return {bytes(row["token_hash"]) for row in found}
+
+    alive = await rows()  # the sessions' tokens, the first one used
+    for name, (expires_in, revoked_ago) in dead.items():
+        await pool.execute(
+            "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, revoked_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            sha256(tokens[name]),
+            person.id,
+            ids.new_id("sess"),
+            utcnow() + expires_in,
+            utcnow() - revoked_ago if revoked_ago else None,
+        )
+    kept = alive | {sha256(tokens["just expired"]), sha256(tokens["just revoked"])}
+
+    async def swept() -> bool:
+        return await rows() == kept
+
+    await sweep_until(pool, swept)
+    assert await rows() == kept
+    # what stays answers as before; what went is unknown
+    assert_error(await refresh(client, tokens["just expired"]), 401, "AUTH_TOKEN_EXPIRED")
+    assert_error(await refresh(client, tokens["expired long ago"]), 401, "AUTH_INVALID_TOKEN")
+    assert (await refresh(client, rotated["refresh_token"])).status_code == 200
+    reused = await refresh(client, first["refresh_token"])  # a used token still reveals reuse
+    assert_error(reused, 401, "AUTH_INVALID_TOKEN")
+    assert "already used" in reused.json()["error"]["message"]
+
+
 # --- logout ----------------------------------------------------------------------------------------
 
 
@@ -233,7 +256,7 @@ async def test_validate_tells_good_tokens_from_bad_ones(
     api_valid = (await client.post("/api/v1/auth/validate", json={"token": api.json()["token"]})).json()
     assert api_valid == {"valid": True, "user": summary}  # no expiry: none was set
 
-    ic_token = await own_agent_ic_token(client, await make_person(client, pool, "user"))
+    ic_token = (await create_agent(client, (await make_person(client, pool, "user")).headers, 1)).ic_token
     secret = app.state.settings.jwt_secret
     bad = [
         "garbage",

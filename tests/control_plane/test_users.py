@@ -26,32 +26,21 @@ from control_plane.settings import Settings
 from iron import ids
 from iron.embedded import ServiceUrls, scratch_database
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login
-from tests.control_plane.test_auth import Person, assert_error, bearer, fingerprint, make_person
-from tests.control_plane.test_sessions import client_at, fresh_ip, own_agent_ic_token, start_session
+from tests.control_plane.helpers import (
+    Person,
+    assert_error,
+    assert_one_audit,
+    audit_entries,
+    bearer,
+    client_at,
+    create_agent,
+    fingerprint,
+    fresh_ip,
+    make_person,
+    start_session,
+)
 
 USER_FIELDS = {"id", "email", "name", "role", "status", "created_at", "updated_at"}
-
-
-async def audited(
-    pool: asyncpg.Pool, response: httpx.Response, operation: str, *secrets_: str
-) -> dict[str, Any]:
-    """The one audit entry the request wrote: its operation, and no password hash nor any of
-    ``secrets_`` anywhere in it."""
-    rows = await pool.fetch(
-        "SELECT a.*, a::text AS text FROM audit_logs a WHERE request_id = $1",
-        response.headers["x-request-id"],
-    )
-    assert [row["operation"] for row in rows] == [operation], response.text
-    for secret in (*secrets_, "$argon2"):
-        assert secret not in rows[0]["text"]
-    return dict(rows[0])
-
-
-async def audit_count(pool: asyncpg.Pool, response: httpx.Response) -> int:
-    count: int = await pool.fetchval(
-        "SELECT count(*) FROM audit_logs WHERE request_id = $1", response.headers["x-request-id"]
-    )
-    return count
 
 
 async def new_user(
@@ -70,18 +59,13 @@ async def person_of(client: httpx.AsyncClient, user: dict[str, Any], password: s
     return Person(user["id"], user["email"], password, await login(client, user["email"], password))
 
 
-async def an_admin(client: httpx.AsyncClient, pool: asyncpg.Pool) -> Person:
-    """An admin of the test's own, so that the audit entries and rate counts are the test's alone."""
-    return await make_person(client, pool, "admin")
-
-
 # --- create, get, list -----------------------------------------------------------------------------
 
 
 async def test_create_with_a_chosen_or_a_generated_password(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     password = f"chosen-{secrets.token_hex(8)}"
     email = f"Chosen-{secrets.token_hex(4)}@Example.com"
     response = await client.post(
@@ -102,7 +86,7 @@ async def test_create_with_a_chosen_or_a_generated_password(
     assert user["created_at"].endswith("Z")
     assert password not in response.text
     assert "argon2" not in response.text
-    entry = await audited(pool, response, "USER_CREATED", password)
+    entry = await assert_one_audit(pool, response, "USER_CREATED", user["id"], password)
     assert (entry["resource_type"], entry["resource_id"], entry["user_id"]) == ("user", user["id"], admin.id)
     await login(client, email.lower(), password)  # emails match case-insensitively
 
@@ -116,7 +100,7 @@ async def test_create_with_a_chosen_or_a_generated_password(
     assert set(body) == USER_FIELDS | {"temporary_password"}
     assert body["role"] == "user"  # the default
     assert len(body["temporary_password"]) >= 20
-    await audited(pool, generated, "USER_CREATED", body["temporary_password"])
+    await assert_one_audit(pool, generated, "USER_CREATED", body["id"], body["temporary_password"])
     await login(client, body["email"], body["temporary_password"])
     shown = await client.get(f"/api/v1/users/{body['id']}", headers=admin.headers)
     assert "temporary_password" not in shown.json()  # shown once
@@ -140,7 +124,7 @@ async def test_create_with_a_chosen_or_a_generated_password(
 
 
 async def test_only_admins_manage_users(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     target, _ = await new_user(client, admin.headers)
     path = f"/api/v1/users/{target['id']}"
     calls: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -154,7 +138,7 @@ async def test_only_admins_manage_users(client: httpx.AsyncClient, pool: asyncpg
         ("DELETE", path, None),
     ]
     people = [await make_person(client, pool, role) for role in ("user", "viewer")]
-    agent_headers = bearer(await own_agent_ic_token(client, people[0]))
+    agent_headers = (await create_agent(client, people[0].headers, 1)).headers
     before = await fingerprint(pool)
     for method, url, body in calls:
         for person in people:
@@ -169,7 +153,7 @@ async def test_only_admins_manage_users(client: httpx.AsyncClient, pool: asyncpg
 
 
 async def test_get_a_user(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     user, _ = await new_user(client, admin.headers)
     got = await client.get(f"/api/v1/users/{user['id']}", headers=admin.headers)
     assert got.status_code == 200, got.text
@@ -195,7 +179,7 @@ async def test_get_a_user(client: httpx.AsyncClient, pool: asyncpg.Pool) -> None
 async def test_list_users_filters_searches_sorts_and_pages(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     tag = secrets.token_hex(4)
     made = []
     for n, role in enumerate(("user", "viewer", "user", "admin")):
@@ -262,7 +246,7 @@ async def test_list_users_filters_searches_sorts_and_pages(
 async def test_suspend_stops_every_token_at_once_and_activate_lets_the_user_back(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     user, password = await new_user(client, admin.headers)
     person = await person_of(client, user, password)
     session = await start_session(client, person)
@@ -274,7 +258,7 @@ async def test_suspend_stops_every_token_at_once_and_activate_lets_the_user_back
     suspended = await client.put(f"/api/v1/users/{user['id']}/suspend", headers=admin.headers)
     assert suspended.status_code == 200, suspended.text
     assert suspended.json()["status"] == "suspended"
-    entry = await audited(pool, suspended, "USER_SUSPENDED")
+    entry = await assert_one_audit(pool, suspended, "USER_SUSPENDED", user["id"])
     assert json.loads(entry["changes"]) == {"before": {"status": "active"}, "after": {"status": "suspended"}}
     for headers in (person.headers, api_headers, bearer(session["user_token"])):
         assert_error(await client.get("/api/v1/agents", headers=headers), 401, "AUTH_INVALID_TOKEN")
@@ -287,12 +271,12 @@ async def test_suspend_stops_every_token_at_once_and_activate_lets_the_user_back
     assert_error(relogin, 403, "AUTH_ACCOUNT_SUSPENDED")
     again = await client.put(f"/api/v1/users/{user['id']}/suspend", headers=admin.headers)
     assert again.status_code == 200  # nothing to change: no mutation, no audit entry
-    assert await audit_count(pool, again) == 0
+    assert await audit_entries(pool, again) == []
 
     activated = await client.put(f"/api/v1/users/{user['id']}/activate", headers=admin.headers)
     assert activated.status_code == 200, activated.text
     assert activated.json()["status"] == "active"
-    await audited(pool, activated, "USER_ACTIVATED")
+    await assert_one_audit(pool, activated, "USER_ACTIVATED", user["id"])
     # the API token was paused, not revoked; the sessions were ended and stay ended
     assert (await client.get("/api/v1/agents", headers=api_headers)).status_code == 200
     for headers in (person.headers, bearer(session["user_token"])):
@@ -303,7 +287,7 @@ async def test_suspend_stops_every_token_at_once_and_activate_lets_the_user_back
 async def test_a_role_change_holds_from_the_next_request(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     user, password = await new_user(client, admin.headers)
     person = await person_of(client, user, password)
     assert_error(await client.get("/api/v1/users", headers=person.headers), 403, "PERMISSION_DENIED")
@@ -313,7 +297,7 @@ async def test_a_role_change_holds_from_the_next_request(
     )
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["role"] == "admin"
-    entry = await audited(pool, promoted, "USER_ROLE_CHANGED")
+    entry = await assert_one_audit(pool, promoted, "USER_ROLE_CHANGED", user["id"])
     assert json.loads(entry["changes"]) == {"before": {"role": "user"}, "after": {"role": "admin"}}
     assert (await client.get("/api/v1/users", headers=person.headers)).status_code == 200  # same token
 
@@ -330,7 +314,7 @@ async def test_a_role_change_holds_from_the_next_request(
 async def test_nobody_demotes_suspends_or_deletes_themselves(
     client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     path = f"/api/v1/users/{admin.id}"
     before = await fingerprint(pool)
     for method, url, body in (
@@ -340,7 +324,7 @@ async def test_nobody_demotes_suspends_or_deletes_themselves(
     ):
         response = await client.request(method, url, headers=admin.headers, json=body)
         assert_error(response, 403, "PERMISSION_DENIED")
-        assert await audit_count(pool, response) == 0
+        assert await audit_entries(pool, response) == []
     assert await fingerprint(pool) == before
     assert (await client.get(path, headers=admin.headers)).json()["role"] == "admin"
     same = await client.put(f"{path}/role", headers=admin.headers, json={"role": "admin"})
@@ -400,7 +384,7 @@ async def test_the_last_active_admin_stays_even_when_two_admins_race(
 async def test_delete_is_soft_and_hands_everything_over(
     client: httpx.AsyncClient, pool: asyncpg.Pool, app: Litestar
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     user, password = await new_user(client, admin.headers)
     person = await person_of(client, user, password)
     agents = []
@@ -429,7 +413,7 @@ async def test_delete_is_soft_and_hands_everything_over(
     response = await client.delete(f"/api/v1/users/{user['id']}", headers=admin.headers)
     assert response.status_code == 204, response.text
     assert response.content == b""
-    entry = await audited(pool, response, "USER_DELETED", api_token, password)
+    entry = await assert_one_audit(pool, response, "USER_DELETED", user["id"], api_token, password)
     assert json.loads(entry["metadata"]) == {
         "agents_reassigned": 2,
         "agents_reassigned_to": admin.id,
@@ -478,7 +462,7 @@ async def test_delete_is_soft_and_hands_everything_over(
 async def test_reset_password_refuses_the_old_one_and_ends_sessions(
     client: httpx.AsyncClient, pool: asyncpg.Pool, app: Litestar
 ) -> None:
-    admin = await an_admin(client, pool)
+    admin = await make_person(client, pool, "admin")
     user, old_password = await new_user(client, admin.headers)
     person = await person_of(client, user, old_password)
     api = await client.post("/api/v1/api-tokens", headers=person.headers, json={"name": "kept"})
@@ -488,7 +472,9 @@ async def test_reset_password_refuses_the_old_one_and_ends_sessions(
     )
     assert response.status_code == 200, response.text
     assert set(response.json()) == USER_FIELDS
-    entry = await audited(pool, response, "USER_PASSWORD_RESET", new_password, old_password)
+    entry = await assert_one_audit(
+        pool, response, "USER_PASSWORD_RESET", user["id"], new_password, old_password
+    )
     assert json.loads(entry["metadata"]) == {"generated": False, "sessions_ended": 1}
 
     async with client_at(app, fresh_ip()) as elsewhere:
@@ -503,7 +489,7 @@ async def test_reset_password_refuses_the_old_one_and_ends_sessions(
     generated = await client.post(f"/api/v1/users/{user['id']}/reset-password", headers=admin.headers)
     assert generated.status_code == 200, generated.text
     temporary = generated.json()["temporary_password"]
-    await audited(pool, generated, "USER_PASSWORD_RESET", temporary)
+    await assert_one_audit(pool, generated, "USER_PASSWORD_RESET", user["id"], temporary)
     await login(client, user["email"], temporary)
     short = await client.post(
         f"/api/v1/users/{user['id']}/reset-password", headers=admin.headers, json={"password": "x"}

@@ -170,8 +170,11 @@ def test_every_parameter_and_body_field_is_an_argument_or_option(document: dict[
         command = _command_of(op)
         assert command is not None
         documented, taken = _documented(document, op.spec), _taken(command)
+        if "sort" in documented["query"] and taken["query"].get("sort", ()) is None:
+            # the sortable fields are the server's to check (400 naming them); the CLI passes them on
+            documented["query"]["sort"] = None
         if documented != taken:
-            differences[command.name] = {"api": documented, "cli": taken}
+            differences[f"{command.op.resource} {command.op.action}"] = {"api": documented, "cli": taken}
     assert differences == {}
 
 

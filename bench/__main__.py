@@ -130,20 +130,19 @@ async def _scenarios(
     return {"exit_codes": codes, "ledger": ledger}
 
 
-async def _run_locust(args: argparse.Namespace) -> dict[str, Any]:
-    log_dir = Path(tempfile.mkdtemp(prefix="iron-bench-locust-"))
+async def _run_locust(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     with services(default_data_root() / "bench") as urls:
         async with scratch_database(urls.database_url, "iron_bench") as database_url:
             with Children(log_dir) as children:  # every child stops before the database goes
-                results = await _scenarios(children, urls.redis_url, database_url, args, log_dir)
-    results["log_dir"] = str(log_dir)
-    return results
+                return await _scenarios(children, urls.redis_url, database_url, args, log_dir)
 
 
 def locust(args: argparse.Namespace) -> int:
     """The locust scenarios; writes locust.json, the CSVs and the summary; 0 if all is well."""
     args.out.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(_run_locust(args))
+    log_dir = Path(tempfile.mkdtemp(prefix="iron-bench-locust-"))
+    print(f"process logs in {log_dir}", file=sys.stderr)
+    results = asyncio.run(_run_locust(args, log_dir))
     results["settings"] = {
         "duration_s": args.duration,
         "spawn_rate": args.spawn_rate,
@@ -155,7 +154,7 @@ def locust(args: argparse.Namespace) -> int:
     (args.out / "locust.json").write_text(json.dumps(results, indent=2) + "\n")
     broken = {s: code for s, code in results["exit_codes"].items() if code not in LOCUST_DONE}
     if broken:
-        print(f"locust exit codes {broken}; logs in {results['log_dir']}", file=sys.stderr)
+        print(f"locust exit codes {broken}; logs in {log_dir}", file=sys.stderr)
         return 1
     ledger = results["ledger"]
     return readme(args) or (0 if ledger["exact"] and ledger["sidecars_stopped_cleanly"] else 1)

@@ -27,6 +27,7 @@ STATS_COLUMNS = (
     "100%",
 )
 FAILURES_COLUMNS = ("Method", "Name", "Error", "Occurrences")
+EXCEPTIONS_COLUMNS = ("Count", "Message", "Traceback", "Nodes")
 README_START = "<!-- bench-summary:start (python -m bench readme) -->"
 README_END = "<!-- bench-summary:end -->"
 
@@ -81,6 +82,18 @@ def _failure_rows(out: Path, scenario: str) -> list[str]:
         f"| {scenario} | {row['Method']} {row['Name']} | {row['Error'].replace('|', '/')} "
         f"| {int(row['Occurrences']):,} |"
         for row in read_csv(path, FAILURES_COLUMNS)
+    ]
+
+
+def _exception_rows(out: Path, scenario: str) -> list[str]:
+    """Errors raised in the scenario's own code (a reply it could not read, ...): count and message;
+    the tracebacks stay in the CSV, which is not committed (it names local paths)."""
+    path = out / f"locust_{scenario}_exceptions.csv"
+    if not path.exists():
+        return []
+    return [
+        f"| {scenario} | {row['Message'].replace('|', '/')} | {int(row['Count']):,} |"
+        for row in read_csv(path, EXCEPTIONS_COLUMNS)
     ]
 
 
@@ -140,6 +153,11 @@ def render(out: Path) -> str:
             "|---|---|---|---|",
         ]
         lines += failures
+    exceptions = [row for scenario in SCENARIOS for row in _exception_rows(out, scenario)]
+    if exceptions:
+        lines += ["", "Errors in the scenarios' own code:", ""]
+        lines += ["| scenario | error | count |", "|---|---|---|"]
+        lines += exceptions
     lines += ["", _ledger_line(run["ledger"])]
     return "\n".join(lines) + "\n"
 

@@ -94,18 +94,17 @@ async def _ledger(database_url: str, agent_ids: list[str], commits: int, cost_us
     }
 
 
-async def _scenarios(
-    children: Children, redis_url: str, database_url: str, args: argparse.Namespace, log_dir: Path
-) -> dict[str, Any]:
-    cp_port = free_port()
-    control_plane = f"http://{HOST}:{cp_port}"
+async def _start(
+    children: Children, redis_url: str, database_url: str, sidecars: int
+) -> tuple[str, list[AgentRun]]:
+    """A control plane, the runtime agents (seeded as the demo seeds them) and a sidecar for each."""
+    control_plane = f"http://{HOST}:{free_port()}"
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **_admin_env()}
     # locust's admin and dashboard users share one admin account: the per-user limits would
     # measure the limiter, which has tests of its own
-    children.start(
-        "control-plane", ["control_plane", "--port", str(cp_port)], {**env, "IRON_RATE_LIMITS": "off"}
-    )
-    agents = [AgentRun(NAMES[n], grant_micros(RUNTIME_AGENT_USD)) for n in range(args.sidecars)]
+    env["IRON_RATE_LIMITS"] = "off"
+    children.start("control-plane", ["control_plane", "--port", control_plane.rsplit(":", 1)[1]], env)
+    agents = [AgentRun(NAMES[n], grant_micros(RUNTIME_AGENT_USD)) for n in range(sidecars)]
     async with httpx.AsyncClient(base_url=control_plane, timeout=30) as http:
         await wait_ready(http, children, "control-plane", f"{control_plane}/api/health")
         # the provider is never called: the runtime scenario simulates the LLM
@@ -118,9 +117,18 @@ async def _scenarios(
             children.start(f"sidecar-{agent.name}", ["sidecar", "--port", str(port)], sidecar_env)
         for agent in agents:
             await wait_ready(http, children, f"sidecar-{agent.name}", f"{agent.sidecar_url}/healthz")
-    codes = {}
+    return control_plane, agents
+
+
+async def _scenarios(
+    children: Children, redis_url: str, database_url: str, args: argparse.Namespace, log_dir: Path
+) -> dict[str, Any]:
+    """Each scenario in turn; between the runtime scenario and the others, the ledger check."""
+    control_plane, agents = await _start(children, redis_url, database_url, args.sidecars)
     urls = ",".join(agent.sidecar_url for agent in agents)
-    codes["runtime"] = await _locust("runtime", agents[0].sidecar_url, args, log_dir, "--sidecar-urls", urls)
+    codes = {
+        "runtime": await _locust("runtime", agents[0].sidecar_url, args, log_dir, "--sidecar-urls", urls)
+    }
     stopped = await asyncio.to_thread(children.stop, [f"sidecar-{agent.name}" for agent in agents])
     commits = committed_pairs(args.out) if codes["runtime"] in LOCUST_DONE else 0
     ledger = await _ledger(database_url, [agent.id for agent in agents], commits, args.cost_usd)

@@ -5,6 +5,7 @@
     python3 tasks.py test [args]    run the tests (python -m pytest)
     python3 tasks.py lint [paths]   ruff check + ruff format --check
     python3 tasks.py serve [args]   run the control plane (python -m control_plane)
+    python3 tasks.py bench [args]   run the benchmarks (python -m bench all)
 
 Each task first makes sure a virtualenv with `pip install -e '.[dev]'` exists (reinstalling when
 pyproject.toml changes), then runs in it. Stdlib only: this runs before anything is installed.
@@ -30,6 +31,7 @@ COMMANDS = {
     "test": ("run the tests", ["-m", "pytest"]),
     "lint": ("ruff check + ruff format --check", None),
     "serve": ("run the control plane", ["-m", "control_plane"]),
+    "bench": ("run the benchmarks (python -m bench all)", ["-m", "bench", "all"]),
 }
 
 

@@ -3,6 +3,7 @@
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from iron.money import grant_micros
@@ -42,6 +43,11 @@ class SidecarSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "SidecarSettings":
         env = dict(os.environ if env is None else env)
+        if not env.get("IRON_IC_TOKEN") and env.get("IRON_IC_TOKEN_FILE"):  # a mounted secret
+            try:
+                env["IRON_IC_TOKEN"] = Path(env["IRON_IC_TOKEN_FILE"]).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"IRON_IC_TOKEN_FILE cannot be read ({type(exc).__name__})") from None
         missing = [n for n in ("IRON_CONTROL_PLANE_URL", "IRON_IC_TOKEN", "REDIS_URL") if not env.get(n)]
         if missing:
             raise ConfigError(f"{', '.join(missing)} not set")

@@ -2,11 +2,14 @@
 
 ``iron <resource> <action>`` calls ``method path``. Path parameters become arguments, query
 parameters options, and the body's fields options generated from the server's own request type
-(``body``), so a field added to the API's struct appears in the CLI with no change here. The parity
+(``body``), so a field added to the API's struct appears in the CLI with no change here. A list's
+filters are written here: the server declares them next to its handlers, which the CLI must not
+import (litestar, asyncpg), so choices come from the schemas where those name them. The parity
 test (tests/cli) checks this table against the OpenAPI document the control plane serves.
 """
 
 from dataclasses import dataclass
+from typing import get_args
 
 import msgspec
 
@@ -14,7 +17,7 @@ from control_plane.agents.schemas import AgentCreate, AgentProvidersUpdate, Agen
 from control_plane.api_tokens.schemas import ApiTokenCreate
 from control_plane.budget.schemas import BudgetUpdate
 from control_plane.projects.schemas import ProjectCreate, ProjectUpdate
-from control_plane.providers.schemas import ProviderCreate, ProviderUpdate
+from control_plane.providers.schemas import ProviderCreate, ProviderStatus, ProviderType, ProviderUpdate
 from control_plane.requests.schemas import (
     STATUSES,
     BudgetRequestApprove,
@@ -22,7 +25,7 @@ from control_plane.requests.schemas import (
     BudgetRequestReject,
 )
 from control_plane.tokens.schemas import IcTokenCreate
-from control_plane.users.schemas import PasswordReset, RoleChange, UserCreate
+from control_plane.users.schemas import ROLES, PasswordReset, RoleChange, UserCreate
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,11 @@ PAGE: tuple[Query, ...] = (
     Query("per_page", help="Items per page, 1-100 (default 50)", integer=True),
     Query("sort", help="A sortable field, '-' first for descending"),
 )
+
+
+def _search(where: str) -> Query:
+    return Query("search", help=f"Case-insensitive contains, on {where}")
+
 
 _AUDIT_FILTERS = (
     Query("user_id"),
@@ -118,7 +126,7 @@ OPERATIONS: tuple[Op, ...] = (
         "GET",
         "/api/v1/agents",
         "List agents (admins see all, others their own).",
-        query=(Query("status", ("active",)), Query("project_id"), Query("search")),
+        query=(Query("status", ("active",)), Query("project_id"), _search("name and description")),
         paged=True,
         columns=("id", "name", "budget", "spent", "remaining", "status"),
     ),
@@ -174,6 +182,11 @@ OPERATIONS: tuple[Op, ...] = (
         "GET",
         "/api/v1/providers",
         "List providers.",
+        query=(
+            Query("type", get_args(ProviderType)),
+            Query("status", get_args(ProviderStatus)),
+            _search("the name"),
+        ),
         paged=True,
         columns=("id", "name", "type", "endpoint", "status", "created_at"),
     ),
@@ -188,6 +201,7 @@ OPERATIONS: tuple[Op, ...] = (
         "GET",
         "/api/v1/users",
         "List users.",
+        query=(Query("role", ROLES), Query("status", ("active", "suspended")), _search("email and name")),
         paged=True,
         columns=("id", "email", "name", "role", "status", "created_at"),
     ),
@@ -218,7 +232,12 @@ OPERATIONS: tuple[Op, ...] = (
         "list",
         "GET",
         "/api/v1/api-tokens",
-        "List your API tokens.",
+        "List your API tokens (admins: everyone's, or --user-id's).",
+        query=(
+            Query("user_id"),
+            Query("status", ("active", "revoked", "expired")),
+            _search("the name"),
+        ),
         paged=True,
         columns=("id", "name", "status", "created_at", "last_used_at", "expires_at"),
     ),
@@ -240,6 +259,7 @@ OPERATIONS: tuple[Op, ...] = (
         "GET",
         "/api/v1/tokens",
         "List IC tokens.",
+        query=(Query("agent_id"), Query("status", ("active", "revoked")), _search("the agent's name")),
         paged=True,
         columns=("id", "agent_id", "agent_name", "status", "created_at"),
     ),
@@ -280,6 +300,7 @@ OPERATIONS: tuple[Op, ...] = (
         "GET",
         "/api/v1/projects",
         "List projects.",
+        query=(_search("the name"),),
         paged=True,
         columns=("id", "name", "agent_count", "budget", "spent", "created_at"),
     ),
@@ -318,7 +339,11 @@ OPERATIONS: tuple[Op, ...] = (
         "GET",
         "/api/v1/budget-requests",
         "List budget requests (admins see all, others their own).",
-        query=(Query("status", STATUSES), Query("agent_id")),
+        query=(
+            Query("status", STATUSES),
+            Query("agent_id"),
+            _search("the agent's name and the justification"),
+        ),
         paged=True,
         columns=(
             "id",

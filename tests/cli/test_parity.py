@@ -245,8 +245,23 @@ def _filled(path: str, samples: dict[str, str]) -> tuple[str, list[str]]:
     return re.sub(r"([\w-]+)/\{\w+\}", fill, path), values
 
 
+def _filters(command: ApiCommand) -> tuple[list[str], dict[str, Any]]:
+    """Every query option with choices set to its first, and ``--search``: as options and as a query."""
+    options: list[str] = []
+    query: dict[str, Any] = {}
+    for param in command.params:
+        if not isinstance(param, ApiOption) or param.wire.location != "query":
+            continue
+        name = param.wire.name[0]
+        if isinstance(param.type, click.Choice) or name == "search":
+            value = str(param.type.choices[0]) if isinstance(param.type, click.Choice) else "a"
+            options += [param.opts[0], value]
+            query[name] = value
+    return options, query
+
+
 def _reads(document: dict[str, Any]) -> Iterator[tuple[ApiCommand, list[str], dict[str, Any]]]:
-    """Each served read command with its arguments, once plainly and once on page 2 of 1-item pages."""
+    """Each served read command with its arguments: plainly, on page 2 of 1-item pages, and filtered."""
     for op in _user_facing(document):
         command = _command_of(op)
         if command is None or op.mutating:
@@ -254,6 +269,9 @@ def _reads(document: dict[str, Any]) -> Iterator[tuple[ApiCommand, list[str], di
         yield command, [], {}
         if command.op.paged:
             yield command, ["--page", "2", "--per-page", "1"], {"page": 2, "per_page": 1}
+        options, query = _filters(command)
+        if query:
+            yield command, options, query
 
 
 def test_read_commands_print_the_api_response(
@@ -272,7 +290,7 @@ def test_read_commands_print_the_api_response(
         else:
             assert result.stdout_bytes == expected.content, (op.resource, op.action)
         compared += 1
-    assert compared >= 25
+    assert compared >= 35, compared
 
 
 # --- mutating commands: the effect, and the printed body is the API's answer ----------------------

@@ -16,7 +16,7 @@ Each app serves three variants of the endpoints: ``redis-py`` (redis.asyncio wit
 first planned), ``scripts`` (``sidecar.scripts``, the sidecar's pipelined client) and ``noop`` (no
 Redis call: the transport ceiling). A ``floor-canned`` row (canned replies from a bare Protocol)
 shows what the load generator and loopback cost by themselves. The load generator
-(``bench.loadgen``: raw asyncio streams on uvloop, keep-alive HTTP/1.1, one request in flight
+(``bench.loadgen``: bare asyncio protocols on uvloop, keep-alive HTTP/1.1, one request in flight
 per connection) runs an open loop at a fixed rate and a closed loop at full speed against each,
 and the results go to ``bench/results/http_stack.{md,json}``.
 
@@ -51,7 +51,18 @@ import redis.asyncio
 import uvloop
 from litestar import Litestar, Router, post
 
-from bench.loadgen import Connection, Load, PairShape, ProtocolFailure, closed_loop, open_loop, summary
+from bench.loadgen import (
+    Connection,
+    CpuMeter,
+    Load,
+    PairShape,
+    ProtocolFailure,
+    closed_loop,
+    open_loop,
+    redis_cpu_s,
+    summary,
+    tree_cpu_s,
+)
 from sidecar.scripts import LuaScript, ScriptClient
 
 if TYPE_CHECKING:
@@ -415,49 +426,6 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
             await asyncio.sleep(0.05)
 
 
-# ---- CPU accounting: which process the 2 cores went to. ------------------------------------
-
-_TICK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """User+system CPU seconds of ``pid`` and its descendants (granian runs a worker child)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total = (int(fields[11]) + int(fields[12])) / _TICK
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += _tree_cpu_s(int(child))
-        return total
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _redis_cpu_s(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent running processes or stolen by the hypervisor (/proc/stat),
-    to see other people's load. Interrupt time is left out: loopback traffic is ours."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, steal = ticks[0], ticks[1], ticks[2], ticks[7]  # guest time is in user
-    return (user + nice + system + steal) / _TICK
-
-
-def _cpu_sample(server_pid: int, client: redis.Redis) -> dict[str, float]:
-    return {
-        "server": _tree_cpu_s(server_pid),
-        "redis": _redis_cpu_s(client),
-        "loadgen": time.process_time(),
-        "machine": _machine_busy_s(),
-    }
-
-
 async def _measure(
     shape: Callable[[list[Connection]], Awaitable[Load]], port: int, prefix: str, conns: int, pid: int
 ) -> Load:
@@ -468,12 +436,10 @@ async def _measure(
         await closed_loop(pool, 0.5)
         gc.collect()
         gc.disable()
-        before = _cpu_sample(pid, client)
+        meter = CpuMeter({"server": lambda: tree_cpu_s(pid), "redis": lambda: redis_cpu_s(client)})
+        before = meter.sample()
         load = await shape(pool)
-        after = _cpu_sample(pid, client)
-        load.cpu_s = {name: after[name] - before[name] for name in before}
-        ours = load.cpu_s["server"] + load.cpu_s["redis"] + load.cpu_s["loadgen"]
-        load.cpu_s["other"] = max(0.0, load.cpu_s.pop("machine") - ours)
+        load.cpu_s = meter.spent(before, meter.sample())
         return load
     finally:
         gc.enable()
@@ -576,7 +542,7 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "open_loop": {"rate_pairs_per_s": args.rate, "connections": args.open_conns},
         "closed_loop": {"connections": args.closed_conns},
-        "latencies": "ms per reserve+commit pair, from the load generator (raw asyncio streams, uvloop)",
+        "latencies": "ms per reserve+commit pair, from the load generator (bare asyncio protocols, uvloop)",
         "cpu_us_per_pair": "closed loop; server includes child processes; redis from INFO cpu",
         "other_load": "cores busy with processes other than server, redis and loadgen (noise)",
         "loadavg_at_start": args.loadavg_at_start,

@@ -66,7 +66,7 @@ class RuntimeService:
         outcome, remaining = await self._store.reserve(
             reservation_id, charge_micros(request.estimated_cost_usd)
         )
-        self._metrics.reservations.labels(outcome.value).inc()
+        self._metrics.reserved[outcome].inc()
         if outcome is not ReserveOutcome.ADMITTED:
             self._lease.request_refresh()
             raise BudgetRefused(remaining, outcome)
@@ -103,7 +103,7 @@ class RuntimeService:
     async def _charged(
         self, event_id: str, event: UsageEvent, outcome: CommitOutcome, remaining: int
     ) -> CommitOutcome:
-        self._metrics.commits.labels(outcome.value).inc()
+        self._metrics.committed[outcome].inc()
         self._lease.after_call(remaining)
         if self._per_request and outcome is not CommitOutcome.DUPLICATE and self._lease.lease_id:
             # the pilot's way, kept to compare against: wait for the control plane on every call

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
 from redis.exceptions import ResponseError
 
-from sidecar.scripts import LuaScript, ScriptClient
+from sidecar.scripts import BoundScript, LuaScript, ScriptClient
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -183,13 +183,15 @@ class LeaseStore:
     """
 
     __slots__ = (
+        "_cancel",
+        "_commit",
         "_dedup_window_ms",
+        "_expire",
         "_hold_ms",
-        "_k_lease",
-        "_k_report",
-        "_k_res",
-        "_k_res_commit",
+        "_install",
         "_redis",
+        "_report",
+        "_reserve",
         "_scripts",
         "agent_id",
         "keys",
@@ -213,11 +215,14 @@ class LeaseStore:
         self._dedup_window_ms = dedup_window_ms
         self.agent_id = agent_id
         self.keys = k = StoreKeys.for_agent(agent_id)
-        # Key tuples built once; each call only adds its ARGV.
-        self._k_lease = (k.lease,)
-        self._k_res = (k.lease, k.res, k.res_exp)
-        self._k_res_commit = (k.lease, k.res, k.res_exp, k.seen, k.journal)
-        self._k_report = (k.lease, k.seen, k.journal)
+        # Each script's command start (name, keys) packed once; each call only adds its ARGV.
+        bind = self._scripts.bind
+        self._install = bind(_LUA_INSTALL, (k.lease,))
+        self._reserve = bind(_LUA_RESERVE, (k.lease, k.res, k.res_exp))
+        self._cancel = bind(_LUA_CANCEL, (k.lease, k.res, k.res_exp))
+        self._expire = bind(_LUA_EXPIRE, (k.lease, k.res, k.res_exp))
+        self._commit = bind(_LUA_COMMIT, (k.lease, k.res, k.res_exp, k.seen, k.journal))
+        self._report = bind(_LUA_REPORT, (k.lease, k.seen, k.journal))
 
     async def install_lease(self, lease_id: str, granted_total_micros: int, expires_at_ms: int) -> int:
         """Install a lease or apply a top-up; returns remaining micros.
@@ -229,9 +234,7 @@ class LeaseStore:
         if not lease_id:
             raise ValueError("lease id must be non-empty")
         _micros(granted_total_micros, "granted_total_micros")
-        remaining: int = await self._scripts.run(
-            _LUA_INSTALL, self._k_lease, (lease_id, granted_total_micros, expires_at_ms)
-        )
+        remaining: int = await self._install(lease_id, granted_total_micros, expires_at_ms)
         return remaining
 
     async def reserve(
@@ -250,9 +253,7 @@ class LeaseStore:
         _micros(estimate_micros, "estimate_micros")
         now = _now_ms() if now_ms is None else now_ms
         deadline = now + (self._hold_ms if hold_ms is None else hold_ms)
-        code, remaining = await self._scripts.run(
-            _LUA_RESERVE, self._k_res, (reservation_id, estimate_micros, now, deadline)
-        )
+        code, remaining = await self._reserve(reservation_id, estimate_micros, now, deadline)
         return ReserveResult(_RESERVE[code], remaining)
 
     async def commit(self, reservation_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
@@ -261,46 +262,37 @@ class LeaseStore:
         Charged in full even above the estimate or without a live hold (flagged as unknown
         reservation); a replay of the same id within the dedup window charges nothing.
         """
-        return await self._charge(_LUA_COMMIT, self._k_res_commit, reservation_id, usage, now_ms)
+        return await self._charge(self._commit, reservation_id, usage, now_ms)
 
     async def report(self, request_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
         """Charge and journal usage that had no reservation; idempotent by ``request_id``."""
-        return await self._charge(_LUA_REPORT, self._k_report, request_id, usage, now_ms)
+        return await self._charge(self._report, request_id, usage, now_ms)
 
     async def _charge(
-        self,
-        script: LuaScript,
-        keys: tuple[str, ...],
-        event_id: str,
-        u: UsageEvent,
-        now_ms: int | None,
+        self, script: BoundScript, event_id: str, u: UsageEvent, now_ms: int | None
     ) -> CommitResult:
         _micros(u.cost_micros, "cost_micros")
         if u.status not in _STATUSES:
             raise ValueError(f"status must be 'completed' or 'failed', got {u.status!r}")
         now = _now_ms() if now_ms is None else now_ms
-        code, remaining = await self._scripts.run(
-            script,
-            keys,
-            (
-                event_id,
-                u.cost_micros,
-                now,
-                now - self._dedup_window_ms,
-                u.ts_ms,
-                u.input_tokens,
-                u.output_tokens,
-                u.model,
-                u.provider,
-                u.status,
-                "" if u.latency_ms is None else u.latency_ms,
-            ),
+        code, remaining = await script(
+            event_id,
+            u.cost_micros,
+            now,
+            now - self._dedup_window_ms,
+            u.ts_ms,
+            u.input_tokens,
+            u.output_tokens,
+            u.model,
+            u.provider,
+            u.status,
+            "" if u.latency_ms is None else u.latency_ms,
         )
         return CommitResult(_COMMIT[code], remaining)
 
     async def cancel(self, reservation_id: str) -> bool:
         """Release a hold without charging; False if none was live (so a retry is harmless)."""
-        return bool(await self._scripts.run(_LUA_CANCEL, self._k_res, (reservation_id,)))
+        return bool(await self._cancel(reservation_id))
 
     async def expire_reservations(self, now_ms: int | None = None, limit: int = DEFAULT_EXPIRE_LIMIT) -> int:
         """Release at most ``limit`` holds whose deadline passed; returns how many.
@@ -309,9 +301,7 @@ class LeaseStore:
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
-        released: int = await self._scripts.run(
-            _LUA_EXPIRE, self._k_res, (_now_ms() if now_ms is None else now_ms, limit)
-        )
+        released: int = await self._expire(_now_ms() if now_ms is None else now_ms, limit)
         return released
 
     async def snapshot(self) -> LeaseSnapshot:

@@ -13,7 +13,6 @@ from iron.crypto import decrypt_ip_token
 from iron.money import charge_micros, usd
 from sidecar.config import SidecarSettings
 from sidecar.control_plane import ControlPlaneClient, LeaseGone, Refused, Unreachable
-from sidecar.flusher import to_usage
 from sidecar.lease import LeaseManager
 from sidecar.metrics import Metrics
 from sidecar.schemas import (
@@ -24,7 +23,7 @@ from sidecar.schemas import (
     ReserveRequest,
     ReserveResponse,
 )
-from sidecar.store import CommitOutcome, LeaseStore, ReserveOutcome, UsageEvent
+from sidecar.store import CommitOutcome, LeaseStore, ReserveOutcome, UsageEvent, usage_record
 
 
 class BudgetRefused(Exception):
@@ -109,7 +108,7 @@ class RuntimeService:
             # the pilot's way, kept to compare against: wait for the control plane on every call
             # (the journal still ships the same event later; the control plane counts it once)
             with contextlib.suppress(Unreachable, Refused, LeaseGone):  # the journal has it
-                await self._client.report(self._lease.lease_id, [to_usage(event_id, event)])
+                await self._client.report(self._lease.lease_id, [usage_record(event_id, event)])
         return outcome
 
     async def budget(self) -> BudgetView:

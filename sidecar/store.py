@@ -14,12 +14,16 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
+import msgspec
 from redis.exceptions import ResponseError
 
+from iron.money import usd
+from iron.protocol import Usage
 from sidecar.scripts import BoundScript, LuaScript, ScriptClient
 
 if TYPE_CHECKING:
@@ -37,6 +41,7 @@ __all__ = [
     "StoreKeys",
     "UsageEvent",
     "UsageStatus",
+    "usage_record",
 ]
 
 #: Holds released by one expire call when none is given; reserve.lua releases up to 32 itself.
@@ -51,6 +56,9 @@ LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 def _lua(name: str) -> str:
     """Script text, read once per process: stores of many agents share it."""
     return (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def _now_ms() -> int:
@@ -275,19 +283,8 @@ class LeaseStore:
         if u.status not in _STATUSES:
             raise ValueError(f"status must be 'completed' or 'failed', got {u.status!r}")
         now = _now_ms() if now_ms is None else now_ms
-        code, remaining = await script(
-            event_id,
-            u.cost_micros,
-            now,
-            now - self._dedup_window_ms,
-            u.ts_ms,
-            u.input_tokens,
-            u.output_tokens,
-            u.model,
-            u.provider,
-            u.status,
-            "" if u.latency_ms is None else u.latency_ms,
-        )
+        record = usage_record(event_id, u)
+        code, remaining = await script(event_id, u.cost_micros, now, now - self._dedup_window_ms, record)
         return CommitResult(_COMMIT[code], remaining)
 
     async def cancel(self, reservation_id: str) -> bool:
@@ -360,44 +357,40 @@ def agent_cache_key(ic_token_digest: str) -> str:
     return f"iron:ic:{ic_token_digest}"
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One usage event read back from the journal stream."""
+def usage_record(event_id: str, u: UsageEvent) -> bytes:
+    """The budget protocol's record of one charged call (a report's entry), as JSON.
+
+    It is made once, at commit, and journaled as it is: the flusher ships it without reading it.
+    """
+    return _encode(
+        Usage(
+            request_id=event_id,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cost_usd=usd(u.cost_micros, 6),
+            model=u.model,
+            provider=u.provider,
+            timestamp=datetime.fromtimestamp(u.ts_ms / 1000, UTC),
+            status=u.status,
+            latency_ms=u.latency_ms,
+        )
+    )
+
+
+class JournalEntry(NamedTuple):
+    """One usage event read back from the journal stream: what the flusher needs of it."""
 
     stream_id: str
-    event_id: str
+    #: The lease it was charged against ('' if none was installed).
     lease_id: str
-    cost_micros: int
-    input_tokens: int
-    output_tokens: int
-    model: str
-    provider: str
-    status: str
-    ts_ms: int
-    latency_ms: int | None
-    unknown_reservation: bool
+    #: :func:`usage_record`'s JSON.
+    usage: bytes
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> JournalEntry:
-    f = {_text(k): _text(v) for k, v in fields.items()}
-    return JournalEntry(
-        stream_id=_text(stream_id),
-        event_id=f["event_id"],
-        lease_id=f["lease_id"],
-        cost_micros=int(f["cost"]),
-        input_tokens=int(f["input_tokens"]),
-        output_tokens=int(f["output_tokens"]),
-        model=f["model"],
-        provider=f["provider"],
-        status=f["status"],
-        ts_ms=int(f["ts"]),
-        latency_ms=int(f["latency_ms"]) if f["latency_ms"] else None,
-        unknown_reservation=f["unknown_reservation"] == "1",
-    )
+def _entry(stream_id: bytes | str, fields: dict[Any, Any]) -> JournalEntry:
+    if isinstance(stream_id, bytes):  # the sidecar's client: decode_responses off
+        return JournalEntry(stream_id.decode(), fields[b"lease_id"].decode(), fields[b"usage"])
+    return JournalEntry(stream_id, fields["lease_id"], fields["usage"].encode())
 
 
 class JournalReader:

@@ -34,7 +34,7 @@ import platform
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -50,6 +50,7 @@ from bench.loadgen import (
     CpuMeter,
     Load,
     PairRunner,
+    PairShape,
     ProtocolFailure,
     closed_loop,
     open_loop,
@@ -73,6 +74,7 @@ RESULTS: Final = Path(__file__).resolve().parent / "results"
 #: What each measured target is, in the order they run.
 TARGETS: Final = {
     "sidecar": "sidecar, batched reporting",
+    "sidecar_unix": "sidecar, the runtime on a Unix socket",
     "per_request": "(a) per-request reporting to the control plane",
     "noop": "(b) no-op HTTP endpoint, same server stack",
     "redis": "(c) reserve.lua + commit.lua straight on Redis",
@@ -149,10 +151,10 @@ class Stage:
     meter: CpuMeter
 
 
-def _http_runners(port: int) -> Runners:
+def _http_runners(connect: Callable[[PairShape], Awaitable[Connection]]) -> Runners:
     @contextlib.asynccontextmanager
     async def runners(run: str, count: int) -> AsyncIterator[Sequence[PairRunner]]:
-        pool = [await Connection.open(HOST, port, sidecar_pair(run, COST_USD)) for _ in range(count)]
+        pool = [await connect(sidecar_pair(run, COST_USD)) for _ in range(count)]
         try:
             yield pool
         finally:
@@ -181,7 +183,8 @@ async def _measure(stage: Stage, run: str, args: argparse.Namespace) -> tuple[di
 
     Each phase has ids of its own: a replayed id would be a (correctly uncharged) duplicate.
     """
-    warm = await _phase(stage, f"{run}-warm", args.closed_conns, lambda r: closed_loop(r, 1.0))
+    warm_s = min(1.0, args.duration)
+    warm = await _phase(stage, f"{run}-warm", args.closed_conns, lambda r: closed_loop(r, warm_s))
     opened = await _phase(
         stage, f"{run}-open", args.open_conns, lambda r: open_loop(r, args.rate, args.duration)
     )
@@ -213,12 +216,17 @@ class _Bench:
     ic_token: str
     meters: dict[str, Callable[[], float]]
 
+    def _served(self, connect: Callable[[PairShape], Awaitable[Connection]], pid: int) -> Stage:
+        """HTTP connections to a server process whose CPU is the ``server`` part."""
+        return Stage(_http_runners(connect), CpuMeter({"server": lambda: tree_cpu_s(pid), **self.meters}))
+
     async def spent_micros(self) -> int:
         spent: int = await self.db.fetchval("SELECT spent_micros FROM agents WHERE id = $1", self.agent_id)
         return spent
 
     async def sidecar(self, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-        port, name = free_port(), f"sidecar-{mode}"
+        """``mode`` is a target: the sidecar on TCP or a Unix socket, or reporting per request."""
+        name = f"sidecar-{mode}"
         env = {
             "IRON_CONTROL_PLANE_URL": self.control_plane,
             "IRON_IC_TOKEN": self.ic_token,
@@ -227,13 +235,28 @@ class _Bench:
             "IRON_REPORTING": "per_request" if mode == "per_request" else "batched",
             "IRON_LEASE_USD": "1000",
         }
-        self.children.start(name, ["sidecar", "--port", str(port)], env)
-        await wait_ready(self.http, self.children, name, f"http://{HOST}:{port}/healthz")
-        pid = self.children.procs[name].pid
-        before = await self.spent_micros()
-        stage = Stage(_http_runners(port), CpuMeter({"server": lambda: tree_cpu_s(pid), **self.meters}))
-        measured, pairs = await _measure(stage, f"{mode}-{secrets.token_hex(3)}", args)
-        measured["drain_s"] = await _drained(self.http, f"http://{HOST}:{port}/v1/budget")
+        if mode == "sidecar_unix":
+            path = str(self.children.log_dir / "sidecar.sock")
+            listen, base = ["--unix-socket", path], "http://sidecar"
+            transport = httpx.AsyncHTTPTransport(uds=path)
+
+            def connect(shape: PairShape) -> Awaitable[Connection]:
+                return Connection.open_unix(path, shape)
+        else:
+            port = free_port()
+            listen, base, transport = ["--port", str(port)], f"http://{HOST}:{port}", None
+
+            def connect(shape: PairShape) -> Awaitable[Connection]:
+                return Connection.open(HOST, port, shape)
+
+        self.children.start(name, ["sidecar", *listen], env)
+        async with httpx.AsyncClient(base_url=base, transport=transport, timeout=30) as local:
+            await wait_ready(local, self.children, name, f"{base}/healthz")
+            pid = self.children.procs[name].pid
+            before = await self.spent_micros()
+            stage = self._served(connect, pid)
+            measured, pairs = await _measure(stage, f"{mode}-{secrets.token_hex(3)}", args)
+            measured["drain_s"] = await _drained(local, f"{base}/v1/budget")
         exit_codes = self.children.stop([name])  # flushes the journal, returns the lease
         spent = await self.spent_micros() - before
         return {
@@ -249,7 +272,7 @@ class _Bench:
         self.children.start(name, ["bench.hot_path", "--serve-noop", str(port)], {})
         await wait_ready(self.http, self.children, name, f"http://{HOST}:{port}/healthz")
         pid = self.children.procs[name].pid
-        stage = Stage(_http_runners(port), CpuMeter({"server": lambda: tree_cpu_s(pid), **self.meters}))
+        stage = self._served(lambda shape: Connection.open(HOST, port, shape), pid)
         measured, _ = await _measure(stage, "noop", args)
         return {**measured, "clean_exit": self.children.stop([name])[name] == 0}
 
@@ -320,7 +343,7 @@ async def _targets(
             results = {}
             for target in args.targets:
                 print(f"measuring {target}: {TARGETS[target]}", flush=True)
-                if target in ("sidecar", "per_request"):
+                if target in ("sidecar", "per_request", "sidecar_unix"):
                     results[target] = await bench.sidecar(target, args)
                 elif target == "noop":
                     results[target] = await bench.noop(args)

@@ -5,6 +5,7 @@ the rest). Serves on 127.0.0.1:8081 by default, or on a Unix socket.
 """
 
 import argparse
+import gc
 import sys
 
 import uvloop
@@ -19,6 +20,10 @@ from sidecar.server import error_reply
 async def serve(settings: SidecarSettings) -> None:
     sidecar = Sidecar(settings)
     app = await sidecar.start()
+    # What start-up allocated lives as long as the process: keep the collector off it, so that
+    # a full collection under load walks only what requests allocate (shorter pauses).
+    gc.collect()
+    gc.freeze()
     try:  # returns on SIGTERM / SIGINT, once the requests in flight are answered
         await HttpServer(app, error_reply).serve(settings.host, settings.port, settings.unix_socket)
     finally:

@@ -19,12 +19,12 @@ def test_hot_path_runner_writes_every_target_and_the_ledgers_are_exact(
     assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()[-2000:]
     results = json.loads((tmp_path / "hot_path.json").read_text())
     targets = results["targets"]
-    assert list(targets) == ["sidecar", "per_request", "noop", "redis"]
-    for name in ("sidecar", "per_request", "redis"):  # where money moved, the ledger holds it exactly
+    assert list(targets) == ["sidecar", "sidecar_unix", "per_request", "noop", "redis"]
+    for name in ("sidecar", "sidecar_unix", "per_request", "redis"):  # money moved: the ledger is exact
         assert targets[name]["ledger_exact"] is True, name
         assert targets[name]["pairs_committed"] > 0
         assert targets[name]["ledger_spent_micros"] == targets[name]["pairs_committed"] * 1000
-    for name in ("sidecar", "per_request", "noop"):
+    for name in ("sidecar", "sidecar_unix", "per_request", "noop"):
         assert targets[name]["clean_exit"] is True, name
     for name, result in targets.items():
         for shape in ("open", "closed"):

@@ -58,8 +58,11 @@ class Sidecar:
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Flush the journal, then hand the lease back if this is the last replica."""
-        for task in self._tasks[1:]:
+        background = self._tasks[1:]
+        for task in background:
             task.cancel()
+        if background:  # done before the clients close: a heartbeat mid-refresh must not outlive them
+            await asyncio.wait(background, timeout=drain_timeout_s)
         if self._flusher is not None:
             self._flusher.stop()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):

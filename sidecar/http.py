@@ -23,18 +23,18 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Final, cast
+from typing import Final, NamedTuple, cast
 
 import httptools
 
 log = logging.getLogger("iron.sidecar")
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
+    """One request (a tuple: one is made per request, and cheaply)."""
+
     method: str
     #: The path without the query string.
     path: str

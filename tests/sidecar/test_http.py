@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,8 @@ async def exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes, count: int
 ) -> tuple[list[Reply_], bool]:
     """Send ``raw``, read ``count`` replies; also whether the server then closed the connection."""
-    writer.write(raw)
+    if raw:
+        writer.write(raw)
     replies = Replies()
     while len(replies.done) < count:
         data = await asyncio.wait_for(reader.read(65536), 5)
@@ -213,6 +215,31 @@ async def test_requests_before_a_malformed_one_are_still_answered(served: tuple[
     writer.close()
 
 
+async def test_a_flood_of_pipelined_requests_is_answered_in_order(served: tuple[HttpServer, Echo]) -> None:
+    server, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    bodies = [b"%04d" % i + b"x" * 900 for i in range(300)]
+    writer.write(b"".join(post("/x", body) for body in bodies))  # ~300 KB of replies, unread for now
+    await asyncio.sleep(0.3)
+    replies, _ = await exchange(reader, writer, b"", len(bodies))
+    assert [json.loads(r.body)["body"].encode() for r in replies] == bodies
+    assert server.accepted == 1
+    writer.close()
+
+
+async def test_a_client_that_half_closes_gets_its_answers(served: tuple[HttpServer, Echo]) -> None:
+    server, echo = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(post("/slow", b"one") + post("/x", b"two"))
+    writer.write_eof()  # sent all it will; still reading
+    await asyncio.sleep(0.1)
+    echo.gate.set()
+    replies, closed = await exchange(reader, writer, b"", 2)
+    assert [json.loads(r.body)["body"] for r in replies] == ["one", "two"]
+    assert closed
+    writer.close()
+
+
 async def test_chunked_request_bodies_are_joined(served: tuple[HttpServer, Echo]) -> None:
     server, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -280,5 +307,29 @@ async def test_unix_socket_peers_are_local(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as http:
             reply = await http.post("/v1/provider", content=b"{}")
         assert reply.json() == {"method": "POST", "path": "/v1/provider", "body": "{}", "local": True}
+    finally:
+        await server.stop()
+    assert not _exists(path)  # removed on the way out
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def _stale_socket(path: str) -> None:
+    """What a crashed server leaves behind: a socket file nobody listens on."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(path)
+
+
+async def test_a_stale_unix_socket_is_replaced(tmp_path: Path) -> None:
+    path = str(tmp_path / "http.sock")
+    _stale_socket(path)
+    server = HttpServer(Echo(), error_reply)
+    await server.start(uds=path)
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as http:
+            assert (await http.get("/healthz")).status_code == 200
     finally:
         await server.stop()

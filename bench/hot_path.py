@@ -5,11 +5,12 @@
 the other:
 
 * ``sidecar``: the sidecar as shipped (batched reporting: the journal ships usage in the
-  background);
-* ``per_request`` (a): the same sidecar reporting every commit to the control plane before
+  background), the runtime on TCP loopback;
+* ``sidecar_unix``: the same, the runtime on a Unix socket (``--unix-socket``);
+* ``per_request`` (a): the sidecar reporting every commit to the control plane before
   answering, the seed's pilot variant;
-* ``noop`` (b): an ASGI app on the sidecar's own server configuration that answers the same
-  requests with the same reply shapes and touches nothing: the ceiling of the transport;
+* ``noop`` (b): a handler on the sidecar's own HTTP server (:mod:`sidecar.http`) that answers
+  the same requests with the same reply shapes and touches nothing: the transport's ceiling;
 * ``redis`` (c): ``reserve.lua`` then ``commit.lua`` driven straight from the generator
   through the sidecar's own store and script client: the ceiling of Redis.
 

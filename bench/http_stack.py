@@ -10,7 +10,10 @@ This script serves the same two endpoints on each candidate stack, one worker pr
 * ``litestar-uvicorn``: a Litestar app on uvicorn (uvloop + httptools, no access log);
 * ``asgi-uvicorn``: a plain ASGI callable (dict dispatch, no framework) on the same uvicorn;
 * ``asgi-granian``: the same plain ASGI callable on granian (``--interface asgi``, uvloop);
-* ``rsgi-granian``: the same handlers on granian's native RSGI interface (uvloop).
+* ``rsgi-granian``: the same handlers on granian's native RSGI interface (uvloop);
+* ``sidecar-http``: the same handlers on the sidecar's own server (:mod:`sidecar.http`, httptools on
+  uvloop, no ASGI), which replaced uvicorn on the hot path after ``python -m bench.hot_path``
+  measured its no-op at under half uvicorn's CPU per pair.
 
 Each app serves three variants of the endpoints: ``redis-py`` (redis.asyncio with hiredis, as
 first planned), ``scripts`` (``sidecar.scripts``, the sidecar's pipelined client) and ``noop`` (no
@@ -41,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -63,6 +66,7 @@ from bench.loadgen import (
     summary,
     tree_cpu_s,
 )
+from sidecar.http import HttpServer, Reply, Request
 from sidecar.scripts import LuaScript, ScriptClient
 
 if TYPE_CHECKING:
@@ -316,6 +320,10 @@ STACKS: Final = (
     Stack("asgi-uvicorn", _uvicorn("asgi_app")),
     Stack("asgi-granian", _granian("asgi", "asgi_app")),
     Stack("rsgi-granian", _granian("rsgi", "rsgi_app")),
+    Stack(
+        "sidecar-http",
+        lambda port: [sys.executable, "-m", "bench.http_stack", "--serve-sidecar-http", str(port)],
+    ),
     # Not a candidate: canned replies from a bare uvloop Protocol, so the generator's own cost and
     # the loopback hops show as a floor under every other row.
     Stack(
@@ -361,6 +369,21 @@ async def _serve_floor(port: int) -> None:
     server = await asyncio.get_running_loop().create_server(_CannedHttp, HOST, port)
     async with server:
         await server.serve_forever()
+
+
+async def _serve_sidecar_http(port: int) -> None:
+    """The endpoints on :class:`sidecar.http.HttpServer`, until SIGINT or SIGTERM."""
+    ledgers, close = _ledgers()
+    routes = _routes(ledgers)
+
+    async def handler(request: Request) -> Reply:
+        status, payload = await _dispatch(routes, request.method, request.path, request.body)
+        return status, payload, b"content-type: application/json\r\n" if payload else b""
+
+    try:
+        await HttpServer(handler, lambda status, code, message: (status, b"", b"")).serve(HOST, port)
+    finally:
+        await close()
 
 
 def _free_port() -> int:
@@ -528,6 +551,13 @@ def _markdown(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # granian is not a dependency: its stacks run only where it is
+        return "not installed"
+
+
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
     redis_version = redis.Redis.from_url(REDIS_URL).info("server")["redis_version"]
     return {
@@ -536,7 +566,7 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "redis_server": redis_version,
         "packages": {
-            p: version(p)
+            p: _version(p)
             for p in ("litestar", "uvicorn", "httptools", "uvloop", "granian", "msgspec", "redis", "hiredis")
         },
         "duration_s": args.duration,
@@ -631,10 +661,14 @@ def main(argv: list[str] | None = None) -> None:
         "--budget", type=float, default=170.0, help="seconds the run may take, retries included (default 170)"
     )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-sidecar-http", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor:
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_serve_floor(args.serve_floor))
+        return
+    if args.serve_sidecar_http:
+        uvloop.run(_serve_sidecar_http(args.serve_sidecar_http))
         return
     if unknown := (set(args.stacks) - set(names)) | (set(args.variants) - set(VARIANT_PREFIX)):
         parser.error(f"unknown stacks or variants: {', '.join(sorted(unknown))}")

@@ -35,7 +35,7 @@ class Sidecar:
 
     async def start(self) -> SidecarApp:
         """Obtain the lease (waiting out a control-plane outage), start the background work,
-        and return the ASGI app that serves the runtime."""
+        and return the handler of the runtime's requests (served by :class:`sidecar.http.HttpServer`)."""
         await self.lease.start()
         store = self.lease.store
         assert store is not None

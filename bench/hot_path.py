@@ -459,17 +459,21 @@ def markdown(results: dict[str, Any]) -> str:
             for g in results["goals"]
         ),
         "",
-        "CPU per pair in µs, closed loop (server / Redis / control plane / load generator / other; "
-        '"other" is PostgreSQL and everything else running on the machine, Redis counts all its clients), '
-        "and the generator's share of the CPU the run used:",
+        "CPU per pair in µs, closed loop: server / Redis / control plane / load generator / other "
+        '("other" is PostgreSQL and everything else on the machine, other people\'s work included; Redis '
+        "counts all its clients). Then the cores (of the machine's 2) the generator kept busy, and those "
+        "that other processes did: the noise in the row.",
         "",
-        "| target | µs per pair | generator's share |",
-        "|---|---|---|",
+        "| target | µs per pair | generator, open / closed | other, open / closed |",
+        "|---|---|---|---|",
     ]
     for name, r in targets.items():
-        busy = r["closed"]["cpu_cores_busy"]
-        share = _ratio(busy.get("loadgen", 0.0), sum(busy.values()))
-        lines.append(f"| {TARGETS[name]} | {_cpu_cell(r['closed'])} | {share or 0:.0%} |")
+        o, c = r["open"]["cpu_cores_busy"], r["closed"]["cpu_cores_busy"]
+        lines.append(
+            f"| {TARGETS[name]} | {_cpu_cell(r['closed'])} "
+            f"| {o.get('loadgen', 0):.2f} / {c.get('loadgen', 0):.2f} "
+            f"| {o.get('other', 0):.2f} / {c.get('other', 0):.2f} |"
+        )
     if "sidecar" in targets:
         lines += [
             "",

@@ -45,6 +45,6 @@ def grant_micros(usd: float | int | str | Decimal) -> int:
 
 def usd(micros: int, places: int = 2) -> float:
     """Microdollars to a USD JSON number: 2 places for budgets and totals, 6 for per-call costs."""
-    if places == 6:  # exact already: int division and float(Decimal) both round correctly
+    if places == 6 and type(micros) is int:  # int division and float(Decimal) both round correctly
         return micros / MICROS_PER_USD
     return float((Decimal(micros) / MICROS_PER_USD).quantize(Decimal(1).scaleb(-places)))

@@ -63,6 +63,12 @@ def test_usd_with_six_places_is_the_decimal_quotient(micros: int) -> None:
     assert usd(micros, 6) == float(Decimal(micros) / 1_000_000)
 
 
+def test_usd_takes_the_decimals_postgresql_sums_return() -> None:
+    for places in (2, 6):
+        value = usd(Decimal(1_500_000), places)  # type: ignore[arg-type]
+        assert (value, type(value)) == (1.5, float)
+
+
 def test_usd_rounds_to_two_places_for_budgets() -> None:
     assert usd(12_345_678) == 12.35
     assert usd(-1_000_000) == -1.0

@@ -10,13 +10,16 @@ This script serves the same two endpoints on each candidate stack, one worker pr
 * ``litestar-uvicorn``: a Litestar app on uvicorn (uvloop + httptools, no access log);
 * ``asgi-uvicorn``: a plain ASGI callable (dict dispatch, no framework) on the same uvicorn;
 * ``asgi-granian``: the same plain ASGI callable on granian (``--interface asgi``, uvloop);
-* ``rsgi-granian``: the same handlers on granian's native RSGI interface (uvloop).
+* ``rsgi-granian``: the same handlers on granian's native RSGI interface (uvloop);
+* ``sidecar-http``: the same handlers on the sidecar's own server (:mod:`sidecar.http`, httptools on
+  uvloop, no ASGI), which replaced uvicorn on the hot path after ``python -m bench.hot_path``
+  measured its no-op at under half uvicorn's CPU per pair.
 
 Each app serves three variants of the endpoints: ``redis-py`` (redis.asyncio with hiredis, as
 first planned), ``scripts`` (``sidecar.scripts``, the sidecar's pipelined client) and ``noop`` (no
 Redis call: the transport ceiling). A ``floor-canned`` row (canned replies from a bare Protocol)
 shows what the load generator and loopback cost by themselves. The load generator
-(``bench.loadgen``: raw asyncio streams on uvloop, keep-alive HTTP/1.1, one request in flight
+(``bench.loadgen``: bare asyncio protocols on uvloop, keep-alive HTTP/1.1, one request in flight
 per connection) runs an open loop at a fixed rate and a closed loop at full speed against each,
 and the results go to ``bench/results/http_stack.{md,json}``.
 
@@ -41,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -51,7 +54,19 @@ import redis.asyncio
 import uvloop
 from litestar import Litestar, Router, post
 
-from bench.loadgen import Connection, Load, PairShape, ProtocolFailure, closed_loop, open_loop, summary
+from bench.loadgen import (
+    Connection,
+    CpuMeter,
+    Load,
+    PairShape,
+    ProtocolFailure,
+    closed_loop,
+    open_loop,
+    redis_cpu_s,
+    summary,
+    tree_cpu_s,
+)
+from sidecar.http import HttpServer, Reply, Request
 from sidecar.scripts import LuaScript, ScriptClient
 
 if TYPE_CHECKING:
@@ -305,6 +320,10 @@ STACKS: Final = (
     Stack("asgi-uvicorn", _uvicorn("asgi_app")),
     Stack("asgi-granian", _granian("asgi", "asgi_app")),
     Stack("rsgi-granian", _granian("rsgi", "rsgi_app")),
+    Stack(
+        "sidecar-http",
+        lambda port: [sys.executable, "-m", "bench.http_stack", "--serve-sidecar-http", str(port)],
+    ),
     # Not a candidate: canned replies from a bare uvloop Protocol, so the generator's own cost and
     # the loopback hops show as a floor under every other row.
     Stack(
@@ -350,6 +369,21 @@ async def _serve_floor(port: int) -> None:
     server = await asyncio.get_running_loop().create_server(_CannedHttp, HOST, port)
     async with server:
         await server.serve_forever()
+
+
+async def _serve_sidecar_http(port: int) -> None:
+    """The endpoints on :class:`sidecar.http.HttpServer`, until SIGINT or SIGTERM."""
+    ledgers, close = _ledgers()
+    routes = _routes(ledgers)
+
+    async def handler(request: Request) -> Reply:
+        status, payload = await _dispatch(routes, request.method, request.path, request.body)
+        return status, payload, b"content-type: application/json\r\n" if payload else b""
+
+    try:
+        await HttpServer(handler, lambda status, code, message: (status, b"", b"")).serve(HOST, port)
+    finally:
+        await close()
 
 
 def _free_port() -> int:
@@ -415,49 +449,6 @@ async def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
             await asyncio.sleep(0.05)
 
 
-# ---- CPU accounting: which process the 2 cores went to. ------------------------------------
-
-_TICK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _tree_cpu_s(pid: int) -> float:
-    """User+system CPU seconds of ``pid`` and its descendants (granian runs a worker child)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total = (int(fields[11]) + int(fields[12])) / _TICK
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += _tree_cpu_s(int(child))
-        return total
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _redis_cpu_s(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def _machine_busy_s() -> float:
-    """CPU seconds all cores spent running processes or stolen by the hypervisor (/proc/stat),
-    to see other people's load. Interrupt time is left out: loopback traffic is ours."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, steal = ticks[0], ticks[1], ticks[2], ticks[7]  # guest time is in user
-    return (user + nice + system + steal) / _TICK
-
-
-def _cpu_sample(server_pid: int, client: redis.Redis) -> dict[str, float]:
-    return {
-        "server": _tree_cpu_s(server_pid),
-        "redis": _redis_cpu_s(client),
-        "loadgen": time.process_time(),
-        "machine": _machine_busy_s(),
-    }
-
-
 async def _measure(
     shape: Callable[[list[Connection]], Awaitable[Load]], port: int, prefix: str, conns: int, pid: int
 ) -> Load:
@@ -468,12 +459,10 @@ async def _measure(
         await closed_loop(pool, 0.5)
         gc.collect()
         gc.disable()
-        before = _cpu_sample(pid, client)
+        meter = CpuMeter({"server": lambda: tree_cpu_s(pid), "redis": lambda: redis_cpu_s(client)})
+        before = meter.sample()
         load = await shape(pool)
-        after = _cpu_sample(pid, client)
-        load.cpu_s = {name: after[name] - before[name] for name in before}
-        ours = load.cpu_s["server"] + load.cpu_s["redis"] + load.cpu_s["loadgen"]
-        load.cpu_s["other"] = max(0.0, load.cpu_s.pop("machine") - ours)
+        load.cpu_s = meter.spent(before, meter.sample())
         return load
     finally:
         gc.enable()
@@ -562,6 +551,13 @@ def _markdown(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join(rows)
 
 
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # granian is not a dependency: its stacks run only where it is
+        return "not installed"
+
+
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
     redis_version = redis.Redis.from_url(REDIS_URL).info("server")["redis_version"]
     return {
@@ -570,13 +566,13 @@ def _environment(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "redis_server": redis_version,
         "packages": {
-            p: version(p)
+            p: _version(p)
             for p in ("litestar", "uvicorn", "httptools", "uvloop", "granian", "msgspec", "redis", "hiredis")
         },
         "duration_s": args.duration,
         "open_loop": {"rate_pairs_per_s": args.rate, "connections": args.open_conns},
         "closed_loop": {"connections": args.closed_conns},
-        "latencies": "ms per reserve+commit pair, from the load generator (raw asyncio streams, uvloop)",
+        "latencies": "ms per reserve+commit pair, from the load generator (bare asyncio protocols, uvloop)",
         "cpu_us_per_pair": "closed loop; server includes child processes; redis from INFO cpu",
         "other_load": "cores busy with processes other than server, redis and loadgen (noise)",
         "loadavg_at_start": args.loadavg_at_start,
@@ -665,10 +661,14 @@ def main(argv: list[str] | None = None) -> None:
         "--budget", type=float, default=170.0, help="seconds the run may take, retries included (default 170)"
     )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-sidecar-http", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_floor:
         with contextlib.suppress(KeyboardInterrupt):
             uvloop.run(_serve_floor(args.serve_floor))
+        return
+    if args.serve_sidecar_http:
+        uvloop.run(_serve_sidecar_http(args.serve_sidecar_http))
         return
     if unknown := (set(args.stacks) - set(names)) | (set(args.variants) - set(VARIANT_PREFIX)):
         parser.error(f"unknown stacks or variants: {', '.join(sorted(unknown))}")

@@ -3,8 +3,7 @@
 --   [5] journal STREAM
 -- ARGV: [1] reservation id, [2] cost micros (integer >= 0), [3] now ms,
 --   [4] dedup cutoff ms (seen entries scored below it are trimmed, at most 64 per call),
---   [5] ts ms, [6] input_tokens, [7] output_tokens, [8] model, [9] provider, [10] status,
---   [11] latency_ms ('' when unknown)
+--   [5] the usage record (the budget protocol's JSON, journaled as given for the flusher to ship)
 -- Returns {code, remaining}: code 1 charged, 2 charged without a live reservation (unknown or
 --   expired: flagged in the journal), 0 duplicate (charged and journaled zero times);
 --   remaining = granted - spent - reserved after this call.
@@ -28,7 +27,5 @@ if dup then return {0, granted - (tonumber(l[3]) or 0) - reserved} end
 local spent = redis.call('HINCRBY', lease, 'spent', ARGV[2])
 redis.call('ZADD', seen, ARGV[3], id)
 redis.call('XADD', KEYS[5], '*', 'event_id', id, 'lease_id', l[1] or '', 'cost', ARGV[2],
-  'input_tokens', ARGV[6], 'output_tokens', ARGV[7], 'model', ARGV[8], 'provider', ARGV[9],
-  'status', ARGV[10], 'ts', ARGV[5], 'latency_ms', ARGV[11],
-  'unknown_reservation', held and '0' or '1')
+  'usage', ARGV[5], 'unknown_reservation', held and '0' or '1')
 return {held and 1 or 2, granted - spent - reserved}

@@ -2,8 +2,7 @@
 -- KEYS: [1] lease HASH, [2] seen ZSET (charged ids -> ms), [3] journal STREAM
 -- ARGV: [1] request id, [2] cost micros (integer >= 0), [3] now ms,
 --   [4] dedup cutoff ms (seen entries scored below it are trimmed, at most 64 per call),
---   [5] ts ms, [6] input_tokens, [7] output_tokens, [8] model, [9] provider, [10] status,
---   [11] latency_ms ('' when unknown)
+--   [5] the usage record (the budget protocol's JSON, journaled as given for the flusher to ship)
 -- Returns {code, remaining}: code 1 charged, 0 duplicate (charged and journaled zero times);
 --   remaining = granted - spent - reserved after this call.
 -- Invariant: usage is never dropped (charged even with no lease), each id is charged and
@@ -20,6 +19,5 @@ end
 local spent = redis.call('HINCRBY', lease, 'spent', ARGV[2])
 redis.call('ZADD', seen, ARGV[3], id)
 redis.call('XADD', KEYS[3], '*', 'event_id', id, 'lease_id', l[1] or '', 'cost', ARGV[2],
-  'input_tokens', ARGV[6], 'output_tokens', ARGV[7], 'model', ARGV[8], 'provider', ARGV[9],
-  'status', ARGV[10], 'ts', ARGV[5], 'latency_ms', ARGV[11], 'unknown_reservation', '0')
+  'usage', ARGV[5], 'unknown_reservation', '0')
 return {1, granted - spent - reserved}

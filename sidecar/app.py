@@ -35,7 +35,7 @@ class Sidecar:
 
     async def start(self) -> SidecarApp:
         """Obtain the lease (waiting out a control-plane outage), start the background work,
-        and return the ASGI app that serves the runtime."""
+        and return the handler of the runtime's requests (served by :class:`sidecar.http.HttpServer`)."""
         await self.lease.start()
         store = self.lease.store
         assert store is not None
@@ -58,8 +58,11 @@ class Sidecar:
 
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Flush the journal, then hand the lease back if this is the last replica."""
-        for task in self._tasks[1:]:
+        background = self._tasks[1:]
+        for task in background:
             task.cancel()
+        if background:  # done before the clients close: a heartbeat mid-refresh must not outlive them
+            await asyncio.wait(background, timeout=drain_timeout_s)
         if self._flusher is not None:
             self._flusher.stop()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -18,8 +18,6 @@ from iron.protocol import (
     RefreshResponse,
     ReturnRequest,
     ReturnResponse,
-    Usage,
-    UsageBatch,
 )
 
 T = TypeVar("T")
@@ -61,6 +59,13 @@ class _Error(msgspec.Struct):
 
 class _ErrorBody(msgspec.Struct):
     error: _Error = msgspec.field(default_factory=_Error)
+
+
+class _EncodedBatch(msgspec.Struct):
+    """An :class:`~iron.protocol.UsageBatch` whose reports are JSON already (as journaled)."""
+
+    lease_id: str
+    reports: list[msgspec.Raw]
 
 
 class ControlPlaneClient:
@@ -108,10 +113,10 @@ class ControlPlaneClient:
         assert result is not None
         return result
 
-    async def report(self, lease_id: str, usages: list[Usage]) -> BatchReportResponse:
-        result = await self._call(
-            "/api/v1/budget/report", UsageBatch(lease_id=lease_id, reports=usages), BatchReportResponse
-        )
+    async def report(self, lease_id: str, usages: list[bytes]) -> BatchReportResponse:
+        """Report usage records (:func:`sidecar.store.usage_record`) as one batch."""
+        batch = _EncodedBatch(lease_id, [msgspec.Raw(u) for u in usages])
+        result = await self._call("/api/v1/budget/report", batch, BatchReportResponse)
         assert result is not None
         return result
 

@@ -10,13 +10,9 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from iron.money import usd
-from iron.protocol import Usage
 from sidecar.control_plane import ControlPlaneClient, LeaseGone, Refused, Unreachable
 from sidecar.metrics import Metrics
 from sidecar.store import JournalEntry, JournalReader
@@ -26,42 +22,6 @@ log = logging.getLogger("iron.sidecar")
 _MAX_BATCH = 1000  # what one report to the control plane may carry
 _CLAIM_EVERY_S = 5.0
 _WAIT_SLICE_MS = 200
-
-
-class _Charged(Protocol):
-    """What a journal entry and a just-charged event share."""
-
-    @property
-    def cost_micros(self) -> int: ...
-    @property
-    def input_tokens(self) -> int: ...
-    @property
-    def output_tokens(self) -> int: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def provider(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def ts_ms(self) -> int: ...
-    @property
-    def latency_ms(self) -> int | None: ...
-
-
-def to_usage(event_id: str, event: _Charged) -> Usage:
-    """The budget protocol's usage record of one charged call."""
-    return Usage(
-        request_id=event_id,
-        input_tokens=event.input_tokens,
-        output_tokens=event.output_tokens,
-        cost_usd=usd(event.cost_micros, 6),
-        model=event.model,
-        provider=event.provider,
-        timestamp=datetime.fromtimestamp(event.ts_ms / 1000, UTC),
-        status="failed" if event.status == "failed" else "completed",
-        latency_ms=event.latency_ms,
-    )
 
 
 def _age_ms(entry: JournalEntry, now_ms: int) -> int:
@@ -170,7 +130,7 @@ class Flusher:
             events = list(group)
             if lease_id is None:
                 raise Unreachable("no lease to report against yet")
-            await self._client.report(lease_id, [to_usage(e.event_id, e) for e in events])
+            await self._client.report(lease_id, [e.usage for e in events])
             await self._reader.ack([e.stream_id for e in events])
             self._metrics.flushed.inc(len(events))
         self._metrics.flush_seconds.observe(time.perf_counter() - started)

@@ -63,6 +63,8 @@ class LeaseManager:
         self.lease_id: str | None = None  # the lease last seen installed, for reports
         self.control_plane_reachable = True
         self.exhausted = False
+        self.remaining_micros = 0  # after the last reserve or commit; read when metrics are scraped
+        metrics.lease_remaining.set_function(lambda: self.remaining_micros / 1_000_000)
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -111,7 +113,7 @@ class LeaseManager:
 
     def after_call(self, remaining_micros: int) -> None:
         """Called with the remaining budget after each reserve or commit; never blocks."""
-        self._metrics.lease_remaining.set(remaining_micros / 1_000_000)
+        self.remaining_micros = remaining_micros
         if remaining_micros < self._settings.low_water_micros:
             self.request_refresh()
 

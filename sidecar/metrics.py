@@ -2,6 +2,8 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from sidecar.store import CommitOutcome, ReserveOutcome
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -12,6 +14,9 @@ class Metrics:
         self.commits = Counter(
             "iron_sidecar_commits", "Usage charged, by outcome.", ["outcome"], registry=registry
         )
+        # every outcome's series exists from the start; the hot path only increments (no label lookup)
+        self.reserved = {o: self.reservations.labels(o.value) for o in ReserveOutcome}
+        self.committed = {o: self.commits.labels(o.value) for o in CommitOutcome}
         self.lease_remaining = Gauge(
             "iron_sidecar_lease_remaining_usd", "Lease budget not spent or held.", registry=registry
         )

@@ -1,4 +1,4 @@
-"""The sidecar's HTTP surface: a plain ASGI app, a dict from (method, path) to a handler.
+"""The sidecar's runtime API: a dict from (method, path) to a handler, served by :mod:`sidecar.http`.
 
 The hot path is two requests per LLM call, so the layer is as thin as a
 correct HTTP server allows: no framework between the socket and
@@ -10,13 +10,14 @@ request than this whole layer.)
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final
 
 import msgspec
 
 from iron.money import usd
 from iron.timefmt import iso, utcnow
 from iron.validation import InvalidBody, decode
+from sidecar.http import Reply, Request
 from sidecar.lease import LeaseManager
 from sidecar.metrics import Metrics
 from sidecar.schemas import (
@@ -29,31 +30,37 @@ from sidecar.schemas import (
     ReserveRequest,
 )
 from sidecar.service import BudgetRefused, NoProvider, RuntimeService
+from sidecar.store import CommitOutcome
 
 log = logging.getLogger("iron.sidecar")
 
-T = TypeVar("T")
-Headers = list[tuple[bytes, bytes]]
-Reply = tuple[int, bytes, Headers]
-Handler = Callable[[dict[str, Any], bytes], Awaitable[Reply]]
+Handler = Callable[[Request], Awaitable[Reply]]
 
-_MAX_BODY = 64 * 1024
-_JSON = (b"content-type", b"application/json")
-_LOOPBACK = {"127.0.0.1", "::1"}
+_JSON: Final = b"content-type: application/json\r\n"
 _encode = msgspec.json.Encoder().encode
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> Reply:
+def _outcome(value: str) -> bytes:
+    return b"%s: %s\r\n" % (OUTCOME_HEADER.encode(), value.encode())
+
+
+#: The commit and report outcome headers, rendered once.
+_OUTCOMES: Final = {outcome: _outcome(outcome.value) for outcome in CommitOutcome}
+_RELEASED: Final = {True: _outcome("released"), False: _outcome("not_held")}
+
+
+def error_reply(status: int, code: str, message: str, **extra: Any) -> Reply:
+    """An error in the contract's format, with a request id of its own."""
     detail = ErrorDetail(
         code=code, message=message, request_id=f"req_{uuid.uuid4()}", timestamp=iso(utcnow())
     )
     for name, value in extra.items():
         setattr(detail, name, value)
-    return status, _encode(ErrorBody(detail)), [_JSON, (b"x-request-id", detail.request_id.encode())]
+    return status, _encode(ErrorBody(detail)), b"%sx-request-id: %s\r\n" % (_JSON, detail.request_id.encode())
 
 
 def _json(body: msgspec.Struct | dict[str, Any]) -> Reply:
-    return 200, _encode(body), [_JSON]
+    return 200, _encode(body), _JSON
 
 
 class SidecarApp:
@@ -75,73 +82,55 @@ class SidecarApp:
         }
         self._paths = {path for _, path in self._routes}
 
-    # -- ASGI ---------------------------------------------------------------------------------------
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            status, body, headers = await self._dispatch(scope, receive)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-    async def _dispatch(self, scope: dict[str, Any], receive: Any) -> Reply:
-        handler = self._routes.get((scope["method"], scope["path"]))
+    async def __call__(self, request: Request) -> Reply:
+        handler = self._routes.get((request.method, request.path))
         if handler is None:
-            if scope["path"] in self._paths:
-                return _error(405, "METHOD_NOT_ALLOWED", "Method not allowed on this resource")
-            return _error(404, "RESOURCE_NOT_FOUND", "No such resource")
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        while message.get("more_body"):
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > _MAX_BODY:
-                return _error(413, "REQUEST_TOO_LARGE", "Request body too large")
+            if request.path in self._paths:
+                return error_reply(405, "METHOD_NOT_ALLOWED", "Method not allowed on this resource")
+            return error_reply(404, "RESOURCE_NOT_FOUND", "No such resource")
         try:
-            return await handler(scope, body)
+            return await handler(request)
         except InvalidBody as exc:
-            return _error(400, "VALIDATION_ERROR", exc.message, fields=exc.fields)
+            return error_reply(400, "VALIDATION_ERROR", exc.message, fields=exc.fields)
         except BudgetRefused as exc:
-            return _error(
+            return error_reply(
                 402,
                 "BUDGET_EXHAUSTED",
                 "Not enough budget left on the lease for this call",
                 details={"remaining_usd": usd(max(exc.remaining_micros, 0), 6)},
             )
         except Exception as exc:  # never a trace or a secret on the wire or in the log
-            log.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
-            return _error(503, "SERVICE_UNAVAILABLE", "The sidecar cannot serve this right now")
+            log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path)
+            return error_reply(503, "SERVICE_UNAVAILABLE", "The sidecar cannot serve this right now")
 
     # -- handlers ---------------------------------------------------------------------------------
 
-    async def _reserve(self, scope: dict[str, Any], body: bytes) -> Reply:
-        return _json(await self._service.reserve(decode(body, ReserveRequest)))
+    async def _reserve(self, request: Request) -> Reply:
+        return _json(await self._service.reserve(decode(request.body, ReserveRequest)))
 
-    async def _commit(self, scope: dict[str, Any], body: bytes) -> Reply:
-        outcome = await self._service.commit(decode(body, CommitRequest))
-        return 204, b"", [(OUTCOME_HEADER.encode(), outcome.value.encode())]
+    async def _commit(self, request: Request) -> Reply:
+        return 204, b"", _OUTCOMES[await self._service.commit(decode(request.body, CommitRequest))]
 
-    async def _cancel(self, scope: dict[str, Any], body: bytes) -> Reply:
-        released = await self._service.cancel(decode(body, CancelRequest).reservation_id)
-        return 204, b"", [(OUTCOME_HEADER.encode(), b"released" if released else b"not_held")]
+    async def _cancel(self, request: Request) -> Reply:
+        released = await self._service.cancel(decode(request.body, CancelRequest).reservation_id)
+        return 204, b"", _RELEASED[released]
 
-    async def _report(self, scope: dict[str, Any], body: bytes) -> Reply:
-        outcome = await self._service.report(decode(body, ReportRequest))
-        return 204, b"", [(OUTCOME_HEADER.encode(), outcome.value.encode())]
+    async def _report(self, request: Request) -> Reply:
+        return 204, b"", _OUTCOMES[await self._service.report(decode(request.body, ReportRequest))]
 
-    async def _budget(self, scope: dict[str, Any], body: bytes) -> Reply:
+    async def _budget(self, request: Request) -> Reply:
         return _json(await self._service.budget())
 
-    async def _provider(self, scope: dict[str, Any], body: bytes) -> Reply:
-        client = scope.get("client")
-        if client is not None and client[0] not in _LOOPBACK:
-            return _error(403, "PERMISSION_DENIED", "The provider key is served on loopback only")
+    async def _provider(self, request: Request) -> Reply:
+        if not request.local_peer:
+            return error_reply(403, "PERMISSION_DENIED", "The provider key is served on loopback only")
         try:
             return _json(await self._service.provider())
         except NoProvider:
-            return _error(404, "RESOURCE_NOT_FOUND", "No provider is assigned to this agent")
+            return error_reply(404, "RESOURCE_NOT_FOUND", "No provider is assigned to this agent")
 
-    async def _healthz(self, scope: dict[str, Any], body: bytes) -> Reply:
+    async def _healthz(self, request: Request) -> Reply:
         return _json({"status": "ok", "control_plane_reachable": self._lease.control_plane_reachable})
 
-    async def _metrics_text(self, scope: dict[str, Any], body: bytes) -> Reply:
-        return 200, self._metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
+    async def _metrics_text(self, request: Request) -> Reply:
+        return 200, self._metrics.render(), b"content-type: text/plain; version=0.0.4\r\n"

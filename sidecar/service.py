@@ -13,7 +13,6 @@ from iron.crypto import decrypt_ip_token
 from iron.money import charge_micros, usd
 from sidecar.config import SidecarSettings
 from sidecar.control_plane import ControlPlaneClient, LeaseGone, Refused, Unreachable
-from sidecar.flusher import to_usage
 from sidecar.lease import LeaseManager
 from sidecar.metrics import Metrics
 from sidecar.schemas import (
@@ -24,7 +23,7 @@ from sidecar.schemas import (
     ReserveRequest,
     ReserveResponse,
 )
-from sidecar.store import CommitOutcome, LeaseStore, ReserveOutcome, UsageEvent
+from sidecar.store import CommitOutcome, LeaseStore, ReserveOutcome, UsageEvent, usage_record
 
 
 class BudgetRefused(Exception):
@@ -66,7 +65,7 @@ class RuntimeService:
         outcome, remaining = await self._store.reserve(
             reservation_id, charge_micros(request.estimated_cost_usd)
         )
-        self._metrics.reservations.labels(outcome.value).inc()
+        self._metrics.reserved[outcome].inc()
         if outcome is not ReserveOutcome.ADMITTED:
             self._lease.request_refresh()
             raise BudgetRefused(remaining, outcome)
@@ -103,13 +102,13 @@ class RuntimeService:
     async def _charged(
         self, event_id: str, event: UsageEvent, outcome: CommitOutcome, remaining: int
     ) -> CommitOutcome:
-        self._metrics.commits.labels(outcome.value).inc()
+        self._metrics.committed[outcome].inc()
         self._lease.after_call(remaining)
         if self._per_request and outcome is not CommitOutcome.DUPLICATE and self._lease.lease_id:
             # the pilot's way, kept to compare against: wait for the control plane on every call
             # (the journal still ships the same event later; the control plane counts it once)
             with contextlib.suppress(Unreachable, Refused, LeaseGone):  # the journal has it
-                await self._client.report(self._lease.lease_id, [to_usage(event_id, event)])
+                await self._client.report(self._lease.lease_id, [usage_record(event_id, event)])
         return outcome
 
     async def budget(self) -> BudgetView:

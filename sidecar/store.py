@@ -14,13 +14,17 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
 
+import msgspec
 from redis.exceptions import ResponseError
 
-from sidecar.scripts import LuaScript, ScriptClient
+from iron.money import usd
+from iron.protocol import Usage
+from sidecar.scripts import BoundScript, LuaScript, ScriptClient
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -37,6 +41,7 @@ __all__ = [
     "StoreKeys",
     "UsageEvent",
     "UsageStatus",
+    "usage_record",
 ]
 
 #: Holds released by one expire call when none is given; reserve.lua releases up to 32 itself.
@@ -51,6 +56,9 @@ LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 def _lua(name: str) -> str:
     """Script text, read once per process: stores of many agents share it."""
     return (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+_encode = msgspec.json.Encoder().encode
 
 
 def _now_ms() -> int:
@@ -115,10 +123,10 @@ UsageStatus = Literal["completed", "failed"]
 _STATUSES: Final = frozenset(("completed", "failed"))
 
 
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
+class UsageEvent(NamedTuple):
     """What one LLM call used. The idempotency id is the commit/report argument, not a field,
-    so there is exactly one place it can come from."""
+    so there is exactly one place it can come from. (A tuple: made on every commit, and a
+    frozen dataclass costs several times as much to build.)"""
 
     cost_micros: int
     input_tokens: int
@@ -126,7 +134,7 @@ class UsageEvent:
     model: str
     provider: str
     status: UsageStatus
-    #: When the call finished (ms epoch); journaled as ``ts``.
+    #: When the call finished (ms epoch): the usage record's timestamp.
     ts_ms: int
     latency_ms: int | None = None
 
@@ -183,13 +191,15 @@ class LeaseStore:
     """
 
     __slots__ = (
+        "_cancel",
+        "_commit",
         "_dedup_window_ms",
+        "_expire",
         "_hold_ms",
-        "_k_lease",
-        "_k_report",
-        "_k_res",
-        "_k_res_commit",
+        "_install",
         "_redis",
+        "_report",
+        "_reserve",
         "_scripts",
         "agent_id",
         "keys",
@@ -213,11 +223,14 @@ class LeaseStore:
         self._dedup_window_ms = dedup_window_ms
         self.agent_id = agent_id
         self.keys = k = StoreKeys.for_agent(agent_id)
-        # Key tuples built once; each call only adds its ARGV.
-        self._k_lease = (k.lease,)
-        self._k_res = (k.lease, k.res, k.res_exp)
-        self._k_res_commit = (k.lease, k.res, k.res_exp, k.seen, k.journal)
-        self._k_report = (k.lease, k.seen, k.journal)
+        # Each script's command start (name, keys) packed once; each call only adds its ARGV.
+        bind = self._scripts.bind
+        self._install = bind(_LUA_INSTALL, (k.lease,))
+        self._reserve = bind(_LUA_RESERVE, (k.lease, k.res, k.res_exp))
+        self._cancel = bind(_LUA_CANCEL, (k.lease, k.res, k.res_exp))
+        self._expire = bind(_LUA_EXPIRE, (k.lease, k.res, k.res_exp))
+        self._commit = bind(_LUA_COMMIT, (k.lease, k.res, k.res_exp, k.seen, k.journal))
+        self._report = bind(_LUA_REPORT, (k.lease, k.seen, k.journal))
 
     async def install_lease(self, lease_id: str, granted_total_micros: int, expires_at_ms: int) -> int:
         """Install a lease or apply a top-up; returns remaining micros.
@@ -229,9 +242,7 @@ class LeaseStore:
         if not lease_id:
             raise ValueError("lease id must be non-empty")
         _micros(granted_total_micros, "granted_total_micros")
-        remaining: int = await self._scripts.run(
-            _LUA_INSTALL, self._k_lease, (lease_id, granted_total_micros, expires_at_ms)
-        )
+        remaining: int = await self._install(lease_id, granted_total_micros, expires_at_ms)
         return remaining
 
     async def reserve(
@@ -250,9 +261,7 @@ class LeaseStore:
         _micros(estimate_micros, "estimate_micros")
         now = _now_ms() if now_ms is None else now_ms
         deadline = now + (self._hold_ms if hold_ms is None else hold_ms)
-        code, remaining = await self._scripts.run(
-            _LUA_RESERVE, self._k_res, (reservation_id, estimate_micros, now, deadline)
-        )
+        code, remaining = await self._reserve(reservation_id, estimate_micros, now, deadline)
         return ReserveResult(_RESERVE[code], remaining)
 
     async def commit(self, reservation_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
@@ -261,46 +270,26 @@ class LeaseStore:
         Charged in full even above the estimate or without a live hold (flagged as unknown
         reservation); a replay of the same id within the dedup window charges nothing.
         """
-        return await self._charge(_LUA_COMMIT, self._k_res_commit, reservation_id, usage, now_ms)
+        return await self._charge(self._commit, reservation_id, usage, now_ms)
 
     async def report(self, request_id: str, usage: UsageEvent, now_ms: int | None = None) -> CommitResult:
         """Charge and journal usage that had no reservation; idempotent by ``request_id``."""
-        return await self._charge(_LUA_REPORT, self._k_report, request_id, usage, now_ms)
+        return await self._charge(self._report, request_id, usage, now_ms)
 
     async def _charge(
-        self,
-        script: LuaScript,
-        keys: tuple[str, ...],
-        event_id: str,
-        u: UsageEvent,
-        now_ms: int | None,
+        self, script: BoundScript, event_id: str, u: UsageEvent, now_ms: int | None
     ) -> CommitResult:
         _micros(u.cost_micros, "cost_micros")
         if u.status not in _STATUSES:
             raise ValueError(f"status must be 'completed' or 'failed', got {u.status!r}")
         now = _now_ms() if now_ms is None else now_ms
-        code, remaining = await self._scripts.run(
-            script,
-            keys,
-            (
-                event_id,
-                u.cost_micros,
-                now,
-                now - self._dedup_window_ms,
-                u.ts_ms,
-                u.input_tokens,
-                u.output_tokens,
-                u.model,
-                u.provider,
-                u.status,
-                "" if u.latency_ms is None else u.latency_ms,
-            ),
-        )
+        record = usage_record(event_id, u)
+        code, remaining = await script(event_id, u.cost_micros, now, now - self._dedup_window_ms, record)
         return CommitResult(_COMMIT[code], remaining)
 
     async def cancel(self, reservation_id: str) -> bool:
         """Release a hold without charging; False if none was live (so a retry is harmless)."""
-        return bool(await self._scripts.run(_LUA_CANCEL, self._k_res, (reservation_id,)))
+        return bool(await self._cancel(reservation_id))
 
     async def expire_reservations(self, now_ms: int | None = None, limit: int = DEFAULT_EXPIRE_LIMIT) -> int:
         """Release at most ``limit`` holds whose deadline passed; returns how many.
@@ -309,9 +298,7 @@ class LeaseStore:
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
-        released: int = await self._scripts.run(
-            _LUA_EXPIRE, self._k_res, (_now_ms() if now_ms is None else now_ms, limit)
-        )
+        released: int = await self._expire(_now_ms() if now_ms is None else now_ms, limit)
         return released
 
     async def snapshot(self) -> LeaseSnapshot:
@@ -370,44 +357,40 @@ def agent_cache_key(ic_token_digest: str) -> str:
     return f"iron:ic:{ic_token_digest}"
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One usage event read back from the journal stream."""
+def usage_record(event_id: str, u: UsageEvent) -> bytes:
+    """The budget protocol's record of one charged call (a report's entry), as JSON.
+
+    It is made once, at commit, and journaled as it is: the flusher ships it without reading it.
+    """
+    return _encode(
+        Usage(
+            request_id=event_id,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cost_usd=usd(u.cost_micros, 6),
+            model=u.model,
+            provider=u.provider,
+            timestamp=datetime.fromtimestamp(u.ts_ms / 1000, UTC),
+            status=u.status,
+            latency_ms=u.latency_ms,
+        )
+    )
+
+
+class JournalEntry(NamedTuple):
+    """One usage event read back from the journal stream: what the flusher needs of it."""
 
     stream_id: str
-    event_id: str
+    #: The lease it was charged against ('' if none was installed).
     lease_id: str
-    cost_micros: int
-    input_tokens: int
-    output_tokens: int
-    model: str
-    provider: str
-    status: str
-    ts_ms: int
-    latency_ms: int | None
-    unknown_reservation: bool
+    #: :func:`usage_record`'s JSON.
+    usage: bytes
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def _entry(stream_id: bytes | str, fields: dict[bytes, bytes]) -> JournalEntry:
-    f = {_text(k): _text(v) for k, v in fields.items()}
-    return JournalEntry(
-        stream_id=_text(stream_id),
-        event_id=f["event_id"],
-        lease_id=f["lease_id"],
-        cost_micros=int(f["cost"]),
-        input_tokens=int(f["input_tokens"]),
-        output_tokens=int(f["output_tokens"]),
-        model=f["model"],
-        provider=f["provider"],
-        status=f["status"],
-        ts_ms=int(f["ts"]),
-        latency_ms=int(f["latency_ms"]) if f["latency_ms"] else None,
-        unknown_reservation=f["unknown_reservation"] == "1",
-    )
+def _entry(stream_id: bytes | str, fields: dict[Any, Any]) -> JournalEntry:
+    if isinstance(stream_id, bytes):  # the sidecar's client: decode_responses off
+        return JournalEntry(stream_id.decode(), fields[b"lease_id"].decode(), fields[b"usage"])
+    return JournalEntry(stream_id, fields["lease_id"], fields["usage"].encode())
 
 
 class JournalReader:

@@ -6,40 +6,38 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.hot_path import TARGETS
 from iron.embedded import ServiceUrls
 
 
-def test_hot_path_runner_writes_results_and_the_ledger_is_exact(
+def test_hot_path_runner_writes_every_target_and_the_ledgers_are_exact(
     tmp_path: Path, service_urls: ServiceUrls
 ) -> None:
     env = {**os.environ, "DATABASE_URL": service_urls.database_url, "REDIS_URL": service_urls.redis_url}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.hot_path",
-            "--duration",
-            "0.5",
-            "--rate",
-            "200",
-            "--out",
-            str(tmp_path),
-        ],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    argv = ["-m", "bench.hot_path", "--duration", "0.5", "--rate", "200", "--out", str(tmp_path)]
+    done = subprocess.run([sys.executable, *argv], env=env, capture_output=True, timeout=180, check=False)
     assert done.returncode == 0, done.stdout.decode()[-2000:] + done.stderr.decode()[-2000:]
     results = json.loads((tmp_path / "hot_path.json").read_text())
-    assert set(results) == {"batched", "per_request"}
-    for mode in results.values():
-        assert mode["ledger_exact"] is True
-        assert mode["clean_exit"] is True
-        assert mode["pairs_committed"] > 0
+    targets = results["targets"]
+    assert list(targets) == ["sidecar", "sidecar_unix", "per_request", "noop", "redis"]
+    for name in ("sidecar", "sidecar_unix", "per_request", "redis"):  # money moved: the ledger is exact
+        assert targets[name]["ledger_exact"] is True, name
+        assert targets[name]["pairs_committed"] > 0
+        assert targets[name]["ledger_spent_micros"] == targets[name]["pairs_committed"] * 1000
+    for name in ("sidecar", "sidecar_unix", "per_request", "noop"):
+        assert targets[name]["clean_exit"] is True, name
+    for name, result in targets.items():
         for shape in ("open", "closed"):
-            assert mode[shape]["pairs"] > 0
-            assert 0 < mode[shape]["p50_ms"] <= mode[shape]["p99_ms"]
+            figures = result[shape]
+            assert figures["pairs"] > 0, (name, shape)
+            assert 0 < figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"] <= figures["p99.9_ms"]
+            assert figures["cpu_us_per_pair"]["loadgen"] > 0  # the generator's own CPU is accounted
+        assert "server" in result["closed"]["cpu_us_per_pair"] or name == "redis"
+    assert set(results["vs_sidecar"]) == set(TARGETS)
+    assert results["vs_sidecar"]["sidecar"] == {"open_p50": 1.0, "open_p99": 1.0, "closed_pairs_per_s": 1.0}
+    goals = {goal["goal"]: goal for goal in results["goals"]}
+    assert len(goals) == 5
+    assert all(isinstance(goal["met"], bool) for goal in goals.values())
     table = (tmp_path / "hot_path.md").read_text()
-    assert "| batched |" in table
-    assert "| per_request |" in table
+    for label in TARGETS.values():
+        assert f"| {label} |" in table

@@ -2,6 +2,7 @@
 
 import math
 from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import pytest
 from hypothesis import given
@@ -38,6 +39,34 @@ def test_non_finite_money_is_refused(bad: float) -> None:
 @given(st.integers(min_value=0, max_value=10**15))
 def test_micros_to_usd_with_six_places_is_exact(micros: int) -> None:
     assert charge_micros(usd(micros, 6)) == micros
+
+
+def _by_decimal(amount: float, rounding: str) -> int:
+    """The definition: the float's shortest decimal form, rounded to a microdollar."""
+    return int(Decimal(repr(amount)).quantize(Decimal("0.000001"), rounding=rounding) * 1_000_000)
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=1e9),
+        st.integers(min_value=0, max_value=10**15).map(lambda m: m / 1_000_000),
+        st.integers(min_value=0, max_value=10**9).map(lambda m: m / 1_000),
+    )
+)
+def test_float_conversions_agree_with_the_decimal_definition(amount: float) -> None:
+    assert charge_micros(amount) == _by_decimal(amount, ROUND_CEILING)
+    assert grant_micros(amount) == _by_decimal(amount, ROUND_FLOOR)
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15))
+def test_usd_with_six_places_is_the_decimal_quotient(micros: int) -> None:
+    assert usd(micros, 6) == float(Decimal(micros) / 1_000_000)
+
+
+def test_usd_takes_the_decimals_postgresql_sums_return() -> None:
+    for places in (2, 6):
+        value = usd(Decimal(1_500_000), places)  # type: ignore[arg-type]
+        assert (value, type(value)) == (1.5, float)
 
 
 def test_usd_rounds_to_two_places_for_budgets() -> None:

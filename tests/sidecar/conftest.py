@@ -1,4 +1,4 @@
-"""A sidecar in the tests' event loop, against real control-plane processes and Redis."""
+"""A sidecar in the tests' event loop on its own HTTP server, against real control planes and Redis."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -8,6 +8,8 @@ import pytest
 
 from sidecar.app import Sidecar
 from sidecar.config import SidecarSettings
+from sidecar.http import HttpServer
+from sidecar.server import error_reply
 from tests.conftest import AgentHandle
 
 StartSidecar = Callable[..., Awaitable[tuple[Sidecar, httpx.AsyncClient]]]
@@ -16,7 +18,7 @@ StartSidecar = Callable[..., Awaitable[tuple[Sidecar, httpx.AsyncClient]]]
 @pytest.fixture
 async def start_sidecar(control_plane_processes: list[str], redis_url: str) -> AsyncIterator[StartSidecar]:
     """Start sidecars for an agent; each is stopped (journal flushed, lease returned) at the end."""
-    running: list[tuple[Sidecar, httpx.AsyncClient]] = []
+    running: list[tuple[Sidecar, HttpServer, httpx.AsyncClient]] = []
 
     async def start(
         agent: AgentHandle, replica: str = "r1", **overrides: Any
@@ -31,12 +33,14 @@ async def start_sidecar(control_plane_processes: list[str], redis_url: str) -> A
         fields = {k: v for k, v in overrides.items() if not k.isupper()}  # settings with no variable
         settings = SidecarSettings.from_env(env, **{"heartbeat_s": 0.2, "batch_age_ms": 20, **fields})
         sidecar = Sidecar(settings)
-        app = await sidecar.start()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar")
-        running.append((sidecar, http))
+        server = HttpServer(await sidecar.start(), error_reply)
+        await server.start()
+        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}")
+        running.append((sidecar, server, http))
         return sidecar, http
 
     yield start
-    for sidecar, http in reversed(running):
+    for sidecar, server, http in reversed(running):
         await http.aclose()
+        await server.stop()
         await sidecar.stop()

@@ -1,18 +1,19 @@
-"""The runtime SDK over real HTTP: a sidecar under uvicorn, real control planes, Redis, PostgreSQL."""
+"""The runtime SDK over real HTTP: a sidecar on its server, real control planes, Redis, PostgreSQL."""
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import uvicorn
 
 from sidecar.app import Sidecar
 from sidecar.client import AsyncSidecarClient, BudgetExhausted, Call, SidecarClient, SidecarError
 from sidecar.config import SidecarSettings
+from sidecar.http import HttpServer
+from sidecar.server import error_reply
 from tests.conftest import FAKE_PROVIDER_KEY, AgentHandle, MakeAgent
 from tests.ledger_checks import LedgerState, assert_ledger_invariants
 
@@ -21,23 +22,19 @@ USAGE: dict[str, Any] = {"input_tokens": 100, "output_tokens": 20, "model": "gpt
 
 @dataclass
 class Served:
-    """A sidecar behind a real uvicorn server in the test's event loop."""
+    """A sidecar behind its real HTTP server in the test's event loop."""
 
     agent: AgentHandle
     sidecar: Sidecar
-    server: uvicorn.Server
-    task: "asyncio.Task[None]"
+    server: HttpServer
     url: str
-    #: Every distinct (host, port) a request came from: one per TCP connection.
-    peers: set[Any] = field(default_factory=set)
     stopped: bool = False
 
     async def stop(self) -> None:
         """Stop serving, then flush the journal and return the lease (what SIGTERM does)."""
         if not self.stopped:
             self.stopped = True
-            self.server.should_exit = True
-            await self.task
+            await self.server.stop()
             await self.sidecar.stop()
 
 
@@ -57,23 +54,10 @@ async def serve(control_plane_processes: list[str], redis_url: str) -> AsyncIter
             "IRON_LEASE_USD": str(lease_usd),
         }
         sidecar = Sidecar(SidecarSettings.from_env(env, heartbeat_s=0.2, batch_age_ms=20))
-        app = await sidecar.start()
-        peers: set[Any] = set()
-
-        async def counting(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            peers.add(tuple(scope["client"] or ()))
-            await app(scope, receive, send)
-
-        config = uvicorn.Config(
-            counting, host="127.0.0.1", port=0, uds=uds, lifespan="off", log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1] if uds is None else 0
-        served = Served(agent, sidecar, server, task, f"http://127.0.0.1:{port}", peers)
+        server = HttpServer(await sidecar.start(), error_reply)
+        await server.start(uds=uds)
+        port = server.port if uds is None else 0
+        served = Served(agent, sidecar, server, f"http://127.0.0.1:{port}")
         running.append(served)
         return served
 
@@ -263,10 +247,9 @@ async def test_one_connection_is_reused(pool: asyncpg.Pool, make_agent: MakeAgen
         for _ in range(50):
             async with client.spend(0.01) as call:
                 call.cost_usd = 0.01
-    assert len(served.peers) == 1, served.peers  # 100 requests, one TCP connection
-    served.peers.clear()
+    assert served.server.accepted == 1  # 100 requests, one TCP connection
     await asyncio.to_thread(_sync_calls, served.url, 50)
-    assert len(served.peers) == 1, served.peers
+    assert served.server.accepted == 2
     assert (await settled_ledger(pool, served)).spent == 100 * 10_000
 
 

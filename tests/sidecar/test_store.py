@@ -37,6 +37,7 @@ from sidecar.scripts import LuaScript
 from sidecar.store import (
     LUA_DIR,
     CommitOutcome,
+    JournalReader,
     LeaseStore,
     ReserveOutcome,
     StoreKeys,
@@ -72,9 +73,11 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
-async def journal(r: Redis, store: LeaseStore) -> list[dict[str, str]]:
+async def journal(r: Redis, store: LeaseStore) -> list[dict[str, Any]]:
+    """The journal's entries, with each usage record decoded."""
     entries: list[tuple[Any, dict[Any, Any]]] = await r.xrange(store.keys.journal)  # type: ignore[assignment]
-    return [{_s(k): _s(v) for k, v in fields.items()} for _, fields in entries]
+    decoded = [{_s(k): _s(v) for k, v in fields.items()} for _, fields in entries]
+    return [{**entry, "usage": json.loads(entry["usage"])} for entry in decoded]
 
 
 async def holds(r: Redis, store: LeaseStore) -> dict[str, int]:
@@ -274,14 +277,21 @@ async def test_commit_charges_actual_releases_hold_and_journals(r: Redis, store:
         "event_id": "r1",
         "lease_id": "lease_1",
         "cost": "15000",
-        "input_tokens": "10",
-        "output_tokens": "20",
-        "model": "gpt-test",
-        "provider": "openai",
-        "status": "completed",
-        "ts": str(NOW),
-        "latency_ms": "123",
         "unknown_reservation": "0",
+        # the budget protocol's record, as the flusher will ship it
+        "usage": {
+            "request_id": "r1",
+            "input_tokens": 10,
+            "output_tokens": 20,
+            "tokens": None,
+            "cost_usd": 0.015,
+            "model": "gpt-test",
+            "provider": "openai",
+            "timestamp": "2023-11-14T22:13:20Z",
+            "status": "completed",
+            "latency_ms": 123,
+            "ic_token": None,
+        },
     }
 
 
@@ -334,9 +344,9 @@ async def test_commit_and_report_without_any_lease_still_charge(r: Redis, store:
         -6_000,
     )
     events = await journal(r, store)
-    assert [(e["lease_id"], e["cost"], e["latency_ms"]) for e in events] == [
-        ("", "5000", "123"),
-        ("", "1000", ""),
+    assert [(e["lease_id"], e["cost"], e["usage"]["latency_ms"]) for e in events] == [
+        ("", "5000", 123),
+        ("", "1000", None),
     ]
     snap = await store.snapshot()
     assert (snap.lease_id, snap.spent_micros) == (None, 6_000)
@@ -362,7 +372,7 @@ async def test_failed_call_is_journaled_with_its_status(r: Redis, store: LeaseSt
     await store.reserve("r1", 1_000, NOW)
     await store.commit("r1", usage(0, status="failed", output_tokens=0), NOW)
     [event] = await journal(r, store)
-    assert (event["status"], event["cost"], event["output_tokens"]) == ("failed", "0", "0")
+    assert (event["usage"]["status"], event["cost"], event["usage"]["output_tokens"]) == ("failed", "0", 0)
 
 
 # --- dedup window --------------------------------------------------------------------------
@@ -451,6 +461,32 @@ async def test_scripts_survive_script_flush(r: Redis, store: LeaseStore) -> None
     assert await r.script_exists(install.sha) == [True]
 
 
+@pytest.mark.parametrize("decoded", [False, True])
+async def test_the_journal_reads_back_the_record_as_written(url: str, decoded: bool) -> None:
+    client = Redis.from_url(url, decode_responses=decoded)
+    s = LeaseStore(client, new_agent())
+    try:
+        await s.install_lease("lease_1", USD, NOW + HOUR)
+        await s.commit("r1", usage(2_500, model="模型"), NOW)
+        await s.report("q1", usage(1_000, latency_ms=None), NOW)
+        reader = JournalReader(client, s.keys, "reader-1")
+        await reader.ensure_group()
+        entries = await reader.read_new(10, None)
+        assert [(e.lease_id, json.loads(e.usage)["request_id"]) for e in entries] == [
+            ("lease_1", "r1"),
+            ("lease_1", "q1"),
+        ]
+        assert all(isinstance(e.usage, bytes) and isinstance(e.stream_id, str) for e in entries)
+        first = json.loads(entries[0].usage)
+        assert (first["cost_usd"], first["model"], first["latency_ms"]) == (0.0025, "模型", 123)
+        assert json.loads(entries[1].usage)["latency_ms"] is None
+        await reader.ack([e.stream_id for e in entries])
+        assert await reader.depth() == 0
+    finally:
+        await drop(client, s.keys)
+        await client.aclose()
+
+
 async def test_works_with_decode_responses(url: str) -> None:
     client = Redis.from_url(url, decode_responses=True)
     s = LeaseStore(client, new_agent())
@@ -466,7 +502,7 @@ async def test_works_with_decode_responses(url: str) -> None:
             1_000,
         )
         [event] = await journal(client, s)
-        assert event["model"] == "模型"
+        assert event["usage"]["model"] == "模型"
     finally:
         await drop(client, s.keys)
         await client.aclose()

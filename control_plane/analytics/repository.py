@@ -111,9 +111,14 @@ async def insert_new(
 @contextlib.asynccontextmanager
 async def reading(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
     """A connection for one response's queries: one read-only snapshot, so its figures agree with
-    each other; no parallel workers and no JIT, which cost more than such short queries take."""
+    each other. Each statement is planned for its own time range (a generic plan, made once for
+    any range, reads far too much for some); no parallel workers and no JIT, which cost more than
+    such short queries take."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off")
+        await conn.execute(
+            "SET LOCAL plan_cache_mode = force_custom_plan;"
+            " SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off"
+        )
         yield conn
 
 

@@ -123,8 +123,9 @@ ALTER TABLE usage_rollups ALTER COLUMN cost_bins SET STORAGE EXTERNAL,
     ALTER COLUMN cost_counts SET STORAGE EXTERNAL;
 
 -- Every insert into usage_events, by whatever path, adds its rows here in the same statement.
--- Rows are upserted in key order, so concurrent inserts lock shared rows in one order (no
--- deadlock); writers insert each batch in one statement.
+-- Rows are upserted in one total order, so concurrent inserts lock shared rows in the same order
+-- (no deadlock; writers insert each batch in one statement); bucket before scope, so rows of one
+-- time are stored together and a time range reads few pages.
 CREATE FUNCTION usage_rollups_add() RETURNS TRIGGER
 LANGUAGE plpgsql SET TimeZone = 'UTC' SET work_mem = '64MB' AS $$
 BEGIN
@@ -138,24 +139,35 @@ BEGIN
         sum(latency_sum), min(latency_min), max(latency_max), max(last_at),
         array_agg(bin ORDER BY bin), array_agg(requests ORDER BY bin)
     FROM (
+        -- then each grain's bucket, for the agent's own rows and its shard of the all-agent ones
         SELECT g.grain, s.scope, CASE WHEN g.grain = 'dekad'
-                THEN date_trunc('month', e.occurred_at)
-                    + least(extract(day FROM e.occurred_at)::int - 1, 20) / 10 * INTERVAL '10 days'
-                ELSE date_trunc(g.grain, e.occurred_at) END AS bucket,
-            lower(e.provider) AS provider, e.model, s.shard, usage_cost_bin(e.cost_micros) AS bin,
-            count(*) AS requests, count(*) FILTER (WHERE e.status = 'failed') AS failed,
-            sum(e.input_tokens) AS input_tokens, sum(e.output_tokens) AS output_tokens,
-            sum(e.cost_micros) AS cost_micros, min(e.cost_micros) AS cost_min,
-            max(e.cost_micros) AS cost_max, count(e.latency_ms) AS latency_count,
-            coalesce(sum(e.latency_ms), 0) AS latency_sum, min(e.latency_ms) AS latency_min,
-            max(e.latency_ms) AS latency_max, max(e.occurred_at) AS last_at
-        FROM new_events e
+                THEN date_trunc('month', h.hour)
+                    + least(extract(day FROM h.hour)::int - 1, 20) / 10 * INTERVAL '10 days'
+                ELSE date_trunc(g.grain, h.hour) END AS bucket,
+            h.provider, h.model, s.shard, h.bin, sum(h.requests) AS requests, sum(h.failed) AS failed,
+            sum(h.input_tokens) AS input_tokens, sum(h.output_tokens) AS output_tokens,
+            sum(h.cost_micros) AS cost_micros, min(h.cost_min) AS cost_min, max(h.cost_max) AS cost_max,
+            sum(h.latency_count) AS latency_count, sum(h.latency_sum) AS latency_sum,
+            min(h.latency_min) AS latency_min, max(h.latency_max) AS latency_max, max(h.last_at) AS last_at
+        FROM (
+            -- first per agent, hour, label, model and cost bin: a batch of live calls is a few rows
+            SELECT e.agent_id, date_trunc('hour', e.occurred_at) AS hour, lower(e.provider) AS provider,
+                e.model, usage_cost_bin(e.cost_micros) AS bin, count(*) AS requests,
+                count(*) FILTER (WHERE e.status = 'failed') AS failed, sum(e.input_tokens) AS input_tokens,
+                sum(e.output_tokens) AS output_tokens, sum(e.cost_micros) AS cost_micros,
+                min(e.cost_micros) AS cost_min, max(e.cost_micros) AS cost_max,
+                count(e.latency_ms) AS latency_count, coalesce(sum(e.latency_ms), 0) AS latency_sum,
+                min(e.latency_ms) AS latency_min, max(e.latency_ms) AS latency_max,
+                max(e.occurred_at) AS last_at
+            FROM new_events e
+            GROUP BY 1, 2, 3, 4, 5
+        ) AS h
         CROSS JOIN (VALUES ('hour'), ('day'), ('dekad'), ('month')) AS g (grain)
-        CROSS JOIN LATERAL (VALUES (e.agent_id, 0), ('', hashtext(e.agent_id) & 7)) AS s (scope, shard)
+        CROSS JOIN LATERAL (VALUES (h.agent_id, 0), ('', hashtext(h.agent_id) & 7)) AS s (scope, shard)
         GROUP BY 1, 2, 3, 4, 5, 6, 7
     ) AS per_bin
     GROUP BY grain, scope, bucket, provider, model, shard
-    ORDER BY grain, scope, bucket, provider, model, shard
+    ORDER BY grain, bucket, scope, provider, model, shard
     ON CONFLICT (grain, scope, bucket, provider, model, shard) DO UPDATE SET
         requests = r.requests + excluded.requests,
         failed = r.failed + excluded.failed,

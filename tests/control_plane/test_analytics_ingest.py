@@ -338,7 +338,13 @@ async def test_concurrent_overlapping_batches_through_both_paths_and_processes_c
     def batch() -> list[str]:
         return rng.sample(sorted(costs), 40)
 
+    in_flight = asyncio.Semaphore(12)  # PostgreSQL's connections are shared with the rest of the suite
+
     async def send(agent: AgentHandle, ids_: list[str], url: str | None, as_report: bool) -> int:
+        async with in_flight:
+            return await send_now(agent, ids_, url, as_report)
+
+    async def send_now(agent: AgentHandle, ids_: list[str], url: str | None, as_report: bool) -> int:
         if as_report:
             calls = [{**usage(None, costs[i] / 1e6, i)} for i in ids_]
             path, body = "/api/v1/budget/report", {"lease_id": leases[agent.id], "reports": calls}

@@ -4,8 +4,8 @@ The store (migration 0005): ``usage_events``, range-partitioned by month on ``oc
 ``usage_event_ids``, whose primary key ``(agent_id, event_id)`` decides whether an event is new
 (a unique constraint on the partitioned table would have to include the timestamp, and one call
 reported twice may carry two timestamps); ``usage_rollups``, kept by a trigger on every insert.
-A query over ``[from, to)`` reads whole months, days and hours from the rollups and only the
-sub-hour edges from the events (:func:`control_plane.analytics.periods.split`).
+A query over ``[from, to)`` reads whole months, dekads, days and hours from the rollups and only
+the sub-hour edges from the events (:func:`control_plane.analytics.periods.split`).
 """
 
 import contextlib

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from control_plane.agents import controllers as agents
+from control_plane.analytics import controllers as analytics
 from control_plane.api_tokens import controllers as api_tokens
 from control_plane.audit import controllers as audit
 from control_plane.auth import controllers as auth
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *budget_requests.handlers,
         *audit.handlers,
         *protocol.handlers,
+        *analytics.handlers,
     ]
     return Litestar(
         route_handlers=route_handlers,

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from iron import ids
+from iron.timefmt import as_utc
 
 LeaseId = Annotated[str, msgspec.Meta(pattern=ids.pattern(ids.LEASE))]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -18,6 +19,7 @@ TokenCount = Annotated[int, msgspec.Meta(ge=0, le=100_000_000)]
 CallCostUsd = Annotated[float, msgspec.Meta(ge=0, le=100_000)]
 LeaseRequestUsd = Annotated[float, msgspec.Meta(gt=0, le=1000)]
 UsageStatus = Literal["completed", "failed"]
+LatencyMs = Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
 
 
 class HandshakeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -46,7 +48,8 @@ class HandshakeResponse(msgspec.Struct, kw_only=True):
 
 
 class Usage(msgspec.Struct, kw_only=True):
-    """One LLM call. ``request_id`` makes reporting idempotent: a replay is charged zero times."""
+    """One LLM call. ``request_id`` makes reporting idempotent: a replay is charged zero times.
+    ``timestamp`` is kept in UTC (one without an offset is UTC)."""
 
     request_id: Label
     input_tokens: TokenCount
@@ -57,8 +60,11 @@ class Usage(msgspec.Struct, kw_only=True):
     provider: Label
     timestamp: datetime
     status: UsageStatus = "completed"
-    latency_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    latency_ms: LatencyMs | None = None
     ic_token: str | None = None  # seed compatibility
+
+    def __post_init__(self) -> None:
+        self.timestamp = as_utc(self.timestamp)
 
 
 class UsageReport(Usage, kw_only=True):

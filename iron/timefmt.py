@@ -13,3 +13,13 @@ def iso(moment: datetime) -> str:
 
 def epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (a naive one is taken to be UTC); ValueError when UTC cannot hold it."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("Timestamp out of range") from None

@@ -100,6 +100,15 @@ def _nul_paths(raw: Any, path: str, found: FieldErrors) -> None:
             _nul_paths(value, f"{path}[{index}]", found)
 
 
+def has_field(body: bytes, name: str) -> bool:
+    """Whether ``body`` is a JSON object with the field ``name``: how an endpoint taking one item or
+    a batch (``{"name": [...]}``) tells them apart before decoding either."""
+    try:
+        return name in msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    except msgspec.MsgspecError:
+        return False
+
+
 def decode(body: bytes, type_: type[T]) -> T:
     """Decode ``body`` as ``type_`` or raise :class:`InvalidBody` naming every bad field.
 

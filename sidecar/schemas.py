@@ -1,12 +1,8 @@
 """Wire types of the sidecar's runtime API: one definition, used by the server and the SDK."""
 
-from typing import Annotated
-
 import msgspec
 
-from iron.protocol import CallCostUsd, Label, TokenCount, UsageStatus
-
-LatencyMs = Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
+from iron.protocol import CallCostUsd, Label, LatencyMs, TokenCount, UsageStatus
 
 
 class ReserveRequest(msgspec.Struct, kw_only=True):

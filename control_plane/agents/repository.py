@@ -136,10 +136,11 @@ class Activity:
 
 async def activity(conn: Executor, agent_id: str) -> Activity:
     row = await conn.fetchrow(
-        "SELECT count(*) AS requests, count(*) FILTER (WHERE status = 'completed') AS completed,"
-        " count(*) FILTER (WHERE status = 'failed') AS failed, max(occurred_at) AS last_request_at,"
+        "SELECT coalesce(sum(requests), 0)::bigint AS requests,"
+        " coalesce(sum(requests - failed), 0)::bigint AS completed,"
+        " coalesce(sum(failed), 0)::bigint AS failed, max(last_at) AS last_request_at,"
         " (SELECT count(*) FROM leases WHERE agent_id = $1 AND status = 'open') AS open_leases"
-        " FROM usage_events WHERE agent_id = $1",
+        " FROM usage_rollups WHERE grain = 'month' AND scope = $1",  # the agent's own rows, all time
         agent_id,
     )
     assert row is not None  # an aggregate always has its row

@@ -3,19 +3,18 @@
 Canonical paths under ``/api/v1/budget``; the seed's paths are aliases.
 """
 
-from datetime import UTC
 from typing import Any
 
 import asyncpg
-import msgspec
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import RawBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
+from control_plane.analytics import service as analytics
+from control_plane.analytics.repository import UsageRow
 from control_plane.auth.principals import current_agent
 from control_plane.budget import service
-from control_plane.budget.repository import UsageRow
 from control_plane.lib.errors import not_found, validation_error
 from control_plane.providers import repository as providers
 from iron.crypto import encrypt_ip_token, unseal
@@ -35,7 +34,7 @@ from iron.protocol import (
     UsageReport,
 )
 from iron.timefmt import iso
-from iron.validation import decode
+from iron.validation import decode, has_field
 
 
 def _ttl(request: Request[Any, Any, Any]) -> int:
@@ -43,7 +42,6 @@ def _ttl(request: Request[Any, Any, Any]) -> int:
 
 
 def _usage_row(usage: Usage) -> UsageRow:
-    occurred = usage.timestamp if usage.timestamp.tzinfo else usage.timestamp.replace(tzinfo=UTC)
     return UsageRow(
         event_id=usage.request_id,
         cost=charge_micros(usage.cost_usd),
@@ -53,7 +51,7 @@ def _usage_row(usage: Usage) -> UsageRow:
         provider=usage.provider,
         status=usage.status,
         latency_ms=usage.latency_ms,
-        occurred_at=occurred,
+        occurred_at=usage.timestamp,
     )
 
 
@@ -92,8 +90,14 @@ async def handshake(
     )
 
 
-class _BatchProbe(msgspec.Struct):
-    reports: msgspec.Raw = msgspec.Raw(b"")
+async def _report(
+    request: Request[Any, Any, Any], pool: asyncpg.Pool, agent_id: str, lease_id: str, rows: list[UsageRow]
+) -> service.Charged:
+    charged = await service.report(pool, agent_id, lease_id, rows, _ttl(request))
+    if charged.new:
+        accepted = analytics.Accepted(agent_id, charged.new, charged.before, charged.ledger)
+        await analytics.events_accepted(request.app.state, accepted)
+    return charged
 
 
 @post(["/api/v1/budget/report", "/api/budget/report"], status_code=200)
@@ -102,17 +106,13 @@ async def report(
 ) -> Response[Any]:
     """One usage (204) or a batch ``{lease_id, reports: [...]}`` (200 with counts)."""
     agent = await current_agent(request, body)
-    try:
-        is_batch = len(msgspec.json.decode(body, type=_BatchProbe).reports) > 0
-    except msgspec.MsgspecError:
-        is_batch = False
-    if not is_batch:
+    if not has_field(body, "reports"):
         single = decode(body, UsageReport)
-        await service.report(pool, agent.agent_id, single.lease_id, [_usage_row(single)], _ttl(request))
+        await _report(request, pool, agent.agent_id, single.lease_id, [_usage_row(single)])
         return Response(content=None, status_code=HTTP_204_NO_CONTENT)
     batch = decode(body, UsageBatch)
     rows = [_usage_row(usage) for usage in batch.reports]
-    charged = await service.report(pool, agent.agent_id, batch.lease_id, rows, _ttl(request))
+    charged = await _report(request, pool, agent.agent_id, batch.lease_id, rows)
     state = charged.ledger
     return Response(
         BatchReportResponse(

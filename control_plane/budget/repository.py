@@ -3,7 +3,6 @@ transaction, after :func:`lock_agent`: one agent's ledger changes one at a time,
 across every control-plane process, and lock order is always agent, then lease.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,19 +29,6 @@ class LeaseRow:
     spent: int
     status: str
     expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    event_id: str
-    cost: int
-    input_tokens: int
-    output_tokens: int
-    model: str
-    provider: str
-    status: str
-    latency_ms: int | None
-    occurred_at: datetime
 
 
 _LEASE_COLUMNS = "id, agent_id, holder, granted_micros AS granted, spent_micros AS spent, status, expires_at"
@@ -118,39 +104,6 @@ async def top_up_lease(
     return LeaseRow(**row)
 
 
-async def insert_usage(
-    conn: Conn, agent_id: str, lease_id: str | None, events: Sequence[UsageRow]
-) -> tuple[int, int]:
-    """Insert the events that are new; return how many and the sum of their costs.
-
-    The primary key ``(agent_id, event_id)`` makes replays, and duplicates within
-    one batch, insert nothing: each LLM call is counted once.
-    """
-    rows = await conn.fetch(
-        "INSERT INTO usage_events (agent_id, event_id, lease_id, cost_micros, input_tokens,"
-        " output_tokens, model, provider, status, latency_ms, occurred_at)"
-        " SELECT $1, e.event_id, $2, e.cost, e.input_tokens, e.output_tokens, e.model,"
-        "  e.provider, e.status, e.latency_ms, e.occurred_at"
-        " FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],"
-        "  $8::text[], $9::text[], $10::int[], $11::timestamptz[])"
-        "  AS e(event_id, cost, input_tokens, output_tokens, model, provider, status,"
-        "  latency_ms, occurred_at)"
-        " ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING cost_micros",
-        agent_id,
-        lease_id,
-        [e.event_id for e in events],
-        [e.cost for e in events],
-        [e.input_tokens for e in events],
-        [e.output_tokens for e in events],
-        [e.model for e in events],
-        [e.provider for e in events],
-        [e.status for e in events],
-        [e.latency_ms for e in events],
-        [e.occurred_at for e in events],
-    )
-    return len(rows), sum(row["cost_micros"] for row in rows)
-
-
 async def charge(
     conn: Conn,
     lease: LeaseRow,
@@ -183,6 +136,27 @@ async def charge(
     )
     assert row is not None  # the caller holds the lease's lock
     return LeaseRow(**row)
+
+
+async def charge_overdraw(conn: Conn, agent_id: str, cost: int) -> None:
+    """Usage charged without a lease: all of it is spent beyond a grant, so all of it is overdrawn."""
+    await conn.execute(
+        "UPDATE agents SET spent_micros = spent_micros + $2, overdrawn_micros = overdrawn_micros + $2"
+        " WHERE id = $1",
+        agent_id,
+        cost,
+    )
+
+
+async def lock_roomiest_lease(conn: Conn, agent_id: str) -> LeaseRow | None:
+    """The agent's open lease with the most unused grant, locked: where usage that names no lease
+    is charged (after :func:`lock_agent`, like every lease lock)."""
+    row = await conn.fetchrow(
+        f"SELECT {_LEASE_COLUMNS} FROM leases WHERE agent_id = $1 AND status = 'open'"
+        " ORDER BY granted_micros - spent_micros DESC, created_at, id LIMIT 1 FOR UPDATE",
+        agent_id,
+    )
+    return LeaseRow(**row) if row else None
 
 
 async def close_lease(conn: Conn, lease: LeaseRow, status: str, unused: int) -> None:

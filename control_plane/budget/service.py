@@ -7,14 +7,16 @@ happens under ``SELECT ... FOR UPDATE`` of that agent.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import asyncpg
 
+from control_plane.analytics import repository as usage
+from control_plane.analytics.repository import UsageRow
 from control_plane.budget import ledger
 from control_plane.budget import repository as repo
-from control_plane.budget.repository import AgentLedger, LeaseRow, UsageRow
+from control_plane.budget.repository import AgentLedger, LeaseRow
 from control_plane.lib.db import Conn
 from control_plane.lib.errors import ApiError, conflict, not_found, validation_error
 from iron import ids
@@ -34,7 +36,9 @@ class Charged:
     accepted: int
     duplicates: int
     lease: LeaseRow
-    ledger: AgentLedger
+    ledger: AgentLedger  # after the charge
+    before: AgentLedger
+    new: list[UsageRow]  # the events that were new, charged once each
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,28 @@ async def refresh(pool: asyncpg.Pool, agent_id: str, lease_id: str, requested: i
         return Granted(lease, granted, ledger.available(state.budget, state.spent, state.outstanding + added))
 
 
+async def charge_lease(
+    conn: Conn, state: AgentLedger, lease: LeaseRow, cost: int, extend_to: datetime | None
+) -> tuple[LeaseRow, AgentLedger]:
+    """Charge new usage to a locked lease: ``outstanding`` drops by the part its grant covers, the
+    rest is an overdraw; a closed lease covers nothing (and is not extended)."""
+    is_open = lease.status == "open"
+    released = ledger.released_by_charge(lease.granted, lease.spent, cost) if is_open else 0
+    lease = await repo.charge(conn, lease, cost, released, extend_to if is_open else None)
+    return lease, replace(state, spent=state.spent + cost, outstanding=state.outstanding - released)
+
+
+async def charge_usage(conn: Conn, state: AgentLedger, lease: LeaseRow | None, cost: int) -> AgentLedger:
+    """Charge new usage that names no lease: to ``lease`` (the agent's open one, locked), or without
+    one, all as an overdraw. ``spent`` always grows by ``cost``: usage is never dropped."""
+    if cost == 0:
+        return state
+    if lease is None:
+        await repo.charge_overdraw(conn, state.agent_id, cost)
+        return replace(state, spent=state.spent + cost)
+    return (await charge_lease(conn, state, lease, cost, None))[1]
+
+
 async def report(
     pool: asyncpg.Pool, agent_id: str, lease_id: str, events: Sequence[UsageRow], ttl_s: int
 ) -> Charged:
@@ -119,20 +145,16 @@ async def report(
 
     Usage is never refused: a closed lease or an overdraw is still charged.
     """
+    await usage.ensure_partitions(pool, events)
     async with pool.acquire() as conn, conn.transaction():
         state = await repo.lock_agent(conn, agent_id)
         if state is None:
             raise not_found("Agent", agent_id=agent_id)
         lease = await _locked_lease(conn, lease_id, agent_id)
-        accepted, cost = await repo.insert_usage(conn, agent_id, lease_id, events)
-        is_open = lease.status == "open"
-        released = ledger.released_by_charge(lease.granted, lease.spent, cost) if is_open else 0
-        extend_to = utcnow() + timedelta(seconds=ttl_s) if is_open else None
-        lease = await repo.charge(conn, lease, cost, released, extend_to)
-        after = AgentLedger(
-            agent_id, state.budget, state.spent + cost, state.outstanding - released, state.active
-        )
-        return Charged(accepted, len(events) - accepted, lease, after)
+        new = await usage.insert_new(conn, agent_id, lease_id, "budget", events)
+        extend_to = utcnow() + timedelta(seconds=ttl_s)
+        lease, after = await charge_lease(conn, state, lease, sum(e.cost for e in new), extend_to)
+        return Charged(len(new), len(events) - len(new), lease, after, state, new)
 
 
 async def return_lease(pool: asyncpg.Pool, agent_id: str, lease_id: str) -> Returned:

@@ -109,7 +109,7 @@ def register(method: str, path: str, **fields: Any) -> None:
     REGISTRY[(method.upper(), path)] = _checked(fields)
 
 
-_PAGE_QUERY: Final[Mapping[str, Any]] = {
+PAGE_QUERY: Final[Mapping[str, Any]] = {
     "page": Annotated[int, msgspec.Meta(ge=1, description="Page number, from 1")],
     "per_page": Annotated[int, msgspec.Meta(ge=1, le=100, description="Items per page (default 50)")],
     "sort": Annotated[str, msgspec.Meta(description="A sortable field, '-' first for descending")],
@@ -490,7 +490,7 @@ def _patch(app: Litestar, schema: dict[str, Any]) -> dict[str, Any]:
         ok = operation.get("responses", {}).get("200", {})
         ref = ok.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
         if ref.rsplit("/", 1)[-1].startswith("Page_"):
-            query = {**_PAGE_QUERY, **query}
+            query = {**PAGE_QUERY, **query}
         plan.query = {name: registry.add(_resolve(t)) for name, t in query.items()}
         for status, described in plan.doc.responses.items():
             media = described if isinstance(described, Mapping) else {"application/json": described}
@@ -648,6 +648,7 @@ def config() -> OpenAPIConfig:
 
 __all__ = [
     "DOC_KEYS",
+    "PAGE_QUERY",
     "REGISTRY",
     "ErrorResponse",
     "OperationDoc",

@@ -119,16 +119,18 @@ async def usage(conn: Executor, provider: ProviderRow, owner_id: str | None) -> 
     """``owner_id``: count only that user's agents (None: everyone's).
 
     ``usage_events.provider`` is the free-text label a runtime reported, so an
-    event belongs to every provider whose type or name it names.
+    event belongs to every provider whose type or name it names. Read from the
+    monthly rollups (labels in lower case there): all agents' rows, or the owner's agents' own.
     """
     row = await conn.fetchrow(
-        "SELECT count(*) AS requests, coalesce(sum(e.cost_micros), 0)::bigint AS spent,"
-        " max(e.occurred_at) AS last_request_at,"
+        "SELECT coalesce(sum(r.requests), 0)::bigint AS requests,"
+        " coalesce(sum(r.cost_micros), 0)::bigint AS spent, max(r.last_at) AS last_request_at,"
         " (SELECT count(*) FROM agent_providers ap JOIN agents a ON a.id = ap.agent_id"
         "  WHERE ap.provider_id = $1 AND a.status <> 'deleted'"
         "  AND ($4::text IS NULL OR a.owner_id = $4)) AS agents"
-        " FROM usage_events e JOIN agents a ON a.id = e.agent_id"
-        " WHERE lower(e.provider) IN (lower($2), lower($3)) AND ($4::text IS NULL OR a.owner_id = $4)",
+        " FROM usage_rollups r WHERE r.grain = 'month' AND r.provider IN (lower($2), lower($3))"
+        " AND CASE WHEN $4::text IS NULL THEN r.scope = ''"
+        "  ELSE r.scope IN (SELECT a.id FROM agents a WHERE a.owner_id = $4) END",
         provider.id,
         provider.type,
         provider.name,

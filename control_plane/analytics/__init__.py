@@ -1,0 +1,1 @@
+"""Analytics: usage events counted once, rollups, and the queries over them."""

@@ -26,6 +26,9 @@ from control_plane.lib.migrations import apply_migrations
 from control_plane.lib.request_id import attach_request_id
 from control_plane.projects import controllers as projects
 from control_plane.providers import controllers as providers
+from control_plane.realtime import channels as realtime_channels
+from control_plane.realtime import controllers as realtime
+from control_plane.realtime.publisher import Publisher
 from control_plane.requests import controllers as budget_requests
 from control_plane.settings import Settings
 from control_plane.system import controllers as system
@@ -38,6 +41,7 @@ log = logging.getLogger("iron.control_plane")
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
+    channels = realtime_channels.plugin(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -54,14 +58,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await ensure_bootstrap_admin(
                     pool, settings.bootstrap_admin_email, settings.bootstrap_admin_password
                 )
-            app.state.update(pool=pool, redis=redis_client, started_at=time.monotonic())
-            sweeper = asyncio.create_task(run_sweeper(pool, settings.sweep_interval_s))
-            try:
-                yield
-            finally:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            async with Publisher(channels, pool).running() as publisher:
+                app.state.update(
+                    pool=pool, redis=redis_client, publisher=publisher, started_at=time.monotonic()
+                )
+                sweeper = asyncio.create_task(run_sweeper(pool, settings.sweep_interval_s, publisher))
+                try:
+                    yield
+                finally:
+                    sweeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeper
         finally:
             await redis_client.aclose()
             await pool.close()
@@ -79,10 +86,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *budget_requests.handlers,
         *audit.handlers,
         *protocol.handlers,
+        *realtime.handlers,
     ]
     return Litestar(
         route_handlers=route_handlers,
         lifespan=[lifespan],
+        plugins=[channels],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "user": Provide(ratelimit.per_user(current_user)),

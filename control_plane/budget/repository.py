@@ -120,8 +120,8 @@ async def top_up_lease(
 
 async def insert_usage(
     conn: Conn, agent_id: str, lease_id: str | None, events: Sequence[UsageRow]
-) -> tuple[int, int]:
-    """Insert the events that are new; return how many and the sum of their costs.
+) -> tuple[set[str], int]:
+    """Insert the events that are new; return their ids and the sum of their costs.
 
     The primary key ``(agent_id, event_id)`` makes replays, and duplicates within
     one batch, insert nothing: each LLM call is counted once.
@@ -135,7 +135,7 @@ async def insert_usage(
         "  $8::text[], $9::text[], $10::int[], $11::timestamptz[])"
         "  AS e(event_id, cost, input_tokens, output_tokens, model, provider, status,"
         "  latency_ms, occurred_at)"
-        " ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING cost_micros",
+        " ON CONFLICT (agent_id, event_id) DO NOTHING RETURNING event_id, cost_micros",
         agent_id,
         lease_id,
         [e.event_id for e in events],
@@ -148,7 +148,7 @@ async def insert_usage(
         [e.latency_ms for e in events],
         [e.occurred_at for e in events],
     )
-    return len(rows), sum(row["cost_micros"] for row in rows)
+    return {row["event_id"] for row in rows}, sum(row["cost_micros"] for row in rows)
 
 
 async def charge(

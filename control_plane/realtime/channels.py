@@ -1,0 +1,78 @@
+"""Litestar channels on Redis pub/sub: which channels a message goes to, and which a client reads.
+
+Routing happens when a message is published: an agent's messages go to the
+admins' channel and to its owner's channel, so a socket only ever receives what
+its user may read and no socket filters anything. The owner is read when the
+message is published, so a change of owner routes the next message to the new
+owner.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import redis.asyncio as redis
+from litestar.channels import ChannelsPlugin, Subscriber
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+
+from control_plane.auth.principals import UserPrincipal
+from control_plane.settings import Settings
+
+log = logging.getLogger("iron.control_plane")
+
+ADMINS = "iron:ws:admins"
+RECONNECT_S = 0.5
+
+
+def owner_channel(user_id: str) -> str:
+    return f"iron:ws:owner:{user_id}"
+
+
+def routes(owner_id: str) -> list[str]:
+    """The channels a message about an agent of ``owner_id`` is published to."""
+    return [ADMINS, owner_channel(owner_id)]
+
+
+def channel_of(user: UserPrincipal) -> str:
+    """The one channel a user's socket reads: admins read every agent, others their own."""
+    return ADMINS if user.is_admin else owner_channel(user.user_id)
+
+
+class BoundedSubscriber(Subscriber):
+    """A subscriber whose overflow is noticed: a client that fell ``backlog`` messages behind is
+    dropped, instead of silently missing messages or holding memory for ever."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.overflowed = asyncio.Event()
+
+    def put_nowait(self, item: bytes | None) -> bool:
+        accepted = super().put_nowait(item)
+        if not accepted:
+            self.overflowed.set()
+        return accepted
+
+
+class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
+    """The pub/sub backend, resumed after a Redis outage: the stock one ends its stream on the first
+    connection error, which would leave this replica's sockets silent for good."""
+
+    async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        while True:
+            try:
+                async for event in super().stream_events():
+                    yield event
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("realtime: Redis pub/sub unavailable (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(RECONNECT_S)
+
+
+def plugin(settings: Settings) -> ChannelsPlugin:
+    return ChannelsPlugin(
+        backend=ReconnectingPubSubBackend(redis=redis.Redis.from_url(settings.redis_url)),
+        arbitrary_channels_allowed=True,
+        subscriber_max_backlog=settings.ws_backlog,
+        subscriber_backlog_strategy="backoff",
+        subscriber_class=BoundedSubscriber,
+    )

@@ -23,6 +23,7 @@ log = logging.getLogger("iron.control_plane")
 
 ADMINS = "iron:ws:admins"
 RECONNECT_S = 0.5
+REDIS_TIMEOUT_S = 5.0  # above the pub/sub reader's 1 s poll
 
 
 def owner_channel(user_id: str) -> str:
@@ -53,24 +54,46 @@ class BoundedSubscriber(Subscriber):
             self.overflowed.set()
         return accepted
 
+    async def put(self, item: bytes | None) -> None:
+        """The plugin's stop signal (``None``) must not wait behind a backlog nobody will read."""
+        if item is None:
+            while self.qsize:
+                self._queue.get_nowait()
+                self._queue.task_done()
+        await super().put(item)
+
 
 class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
     """The pub/sub backend, resumed after a Redis outage: the stock one ends its stream on the first
-    connection error, which would leave this replica's sockets silent for good."""
+    connection error, which would leave this replica's sockets silent for good. After an error the
+    subscription is made again on a fresh connection (a restarted Redis knows none of it)."""
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
+        lost: list[str] | None = None  # the channels to subscribe again, after an error
         while True:
             try:
+                if lost is not None:
+                    await self._pub_sub.aclose()  # type: ignore[no-untyped-call]  # forget the broken connection
+                    if lost:
+                        await self.subscribe(lost)
+                    lost = None
                 async for event in super().stream_events():
                     yield event
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("realtime: Redis pub/sub unavailable (%s); retrying", type(exc).__name__)
+                if lost is None:
+                    lost = [channel.decode() for channel in self._pub_sub.channels]
                 await asyncio.sleep(RECONNECT_S)
 
 
 def plugin(settings: Settings) -> ChannelsPlugin:
     return ChannelsPlugin(
-        backend=ReconnectingPubSubBackend(redis=redis.Redis.from_url(settings.redis_url)),
+        # timeouts, so that a Redis going down mid-handshake is an error to retry, not a hang
+        backend=ReconnectingPubSubBackend(
+            redis=redis.Redis.from_url(
+                settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+            )
+        ),
         arbitrary_channels_allowed=True,
         subscriber_max_backlog=settings.ws_backlog,
         subscriber_backlog_strategy="backoff",

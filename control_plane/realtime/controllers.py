@@ -124,6 +124,7 @@ async def _recheck(
 
 async def _overflow(subscriber: BoundedSubscriber) -> Closing:
     await subscriber.overflowed.wait()
+    log.info("realtime: dropped a client %d messages behind", subscriber.qsize)
     return wire.CLOSE_TOO_SLOW, wire.ErrorBody(code="CLIENT_TOO_SLOW", message="Too many unread messages")
 
 

@@ -19,6 +19,7 @@ from control_plane.auth import controllers as auth
 from control_plane.auth.principals import current_user
 from control_plane.budget import limits, protocol
 from control_plane.budget.sweeper import run_sweeper
+from control_plane.dashboard import controllers as dashboard
 from control_plane.lib import openapi, ratelimit
 from control_plane.lib.db import create_pool, provide_pool
 from control_plane.lib.errors import exception_handlers
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         *audit.handlers,
         *protocol.handlers,
         *realtime.handlers,
+        *dashboard.handlers,
     ]
     return Litestar(
         route_handlers=route_handlers,

@@ -14,6 +14,7 @@ processes read the same monotonic clock). Results go to
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -23,20 +24,26 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import msgspec
 import uvloop
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
 
 from iron import feed
 from iron.embedded import default_data_root, free_port, scratch_database, services
 from iron.processes import Children, wait_ready
+from iron.realtime import Auth, encode
 
 HOST = "127.0.0.1"
 ADMIN = ("bench@example.com", secrets.token_urlsafe(16))
 CONNECT_CONCURRENCY = 100
 WORKER_TIMEOUT_S = 120.0
+SETTLE_S = 10.0  # after the last report: what has not arrived by then counts as lost
 
 
 class _Probe(msgspec.Struct):
@@ -57,49 +64,81 @@ def _percentile(values: list[float], q: float) -> float:
 # -- a client process ------------------------------------------------------------------------------
 
 
-async def _client(
-    url: str, token: str, expect: int, gate: asyncio.Semaphore, ready: asyncio.Event, arrivals: list[Any]
-) -> int:
-    """One socket: until ``expect`` AGENT_EVENTs arrived; returns how many did."""
-    got, connecting = 0, True
-    await gate.acquire()  # connect in waves, not hundreds of handshakes at once
-    try:
-        async with feed.connect(url, token, compression=None, max_size=None) as socket:
-            first = _probe(await socket.recv(decode=False))
-            if first.type != "STATE_UPDATE":
-                raise RuntimeError(f"refused: {first.type}")
-            gate.release()
-            connecting = False
-            ready.set()
-            while got < expect:
-                raw = await socket.recv(decode=False)
-                now = time.monotonic()
-                message = _probe(raw)
-                if message.type == "AGENT_EVENT":
-                    arrivals.append((message.event_id, now))
-                    got += 1
-    finally:
-        if connecting:
-            gate.release()
-    return got
+class _Client(asyncio.Protocol):
+    """One socket, read in the transport's callback: the clients' own cost must not hide the server's.
+
+    The WebSocket protocol is the ``websockets`` library's (sans I/O); an arrival is timed as soon
+    as its bytes are handed over, before anything is decoded.
+    """
+
+    def __init__(self, url: str, token: str, expect: int, arrivals: list[tuple[str | None, float]]) -> None:
+        self.uri = parse_uri(feed.feed_url(url))
+        self.protocol = ClientProtocol(self.uri)
+        self.token, self.expect, self.arrivals, self.got = token, expect, arrivals, 0
+        self.ready = asyncio.Event()
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.protocol.send_request(self.protocol.connect())
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        if pending := self.protocol.data_to_send():
+            self.transport.write(b"".join(pending))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.protocol.receive_data(data)
+        for event in self.protocol.events_received():
+            if isinstance(event, Response):  # the handshake is done: authenticate
+                self.protocol.send_text(encode(Auth(type="auth", token=self.token)))
+            elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self._message(_probe(event.data), now)
+        self._flush()  # pongs and the auth message
+
+    def _message(self, message: _Probe, now: float) -> None:
+        if message.type == "STATE_UPDATE":
+            self.ready.set()
+        elif message.type == "AGENT_EVENT":
+            self.arrivals.append((message.event_id, now))
+            self.got += 1
+            if self.got == self.expect and not self.done.done():
+                self.done.set_result(self.got)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ready.set()  # never leave the start-up waiting on a socket that is gone
+        if not self.done.done():
+            self.done.set_result(self.got)
 
 
 async def _worker(urls: list[str], token: str, clients: int, expect: int, out: Path) -> None:
-    arrivals: list[tuple[str, float]] = []
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-    readies = [asyncio.Event() for _ in range(clients)]
-    tasks = [
-        asyncio.ensure_future(_client(urls[i % len(urls)], token, expect, gate, readies[i], arrivals))
-        for i in range(clients)
-    ]
-    for ready in readies:
-        await ready.wait()
+    """Until every socket has all its messages, or the parent closes our stdin (it is done sending)."""
+    loop = asyncio.get_running_loop()
+    arrivals: list[tuple[str | None, float]] = []
+    sockets: list[_Client] = []
+    for wave in range(0, clients, CONNECT_CONCURRENCY):  # in waves, not all handshakes at once
+        batch = [
+            _Client(urls[i % len(urls)], token, expect, arrivals)
+            for i in range(wave, min(wave + CONNECT_CONCURRENCY, clients))
+        ]
+        for client in batch:
+            await loop.create_connection(lambda c=client: c, client.uri.host, client.uri.port)  # type: ignore[misc]
+        for client in batch:
+            await client.ready.wait()
+        sockets += batch
     print("ready", flush=True)
-    done, _ = await asyncio.wait(tasks, timeout=WORKER_TIMEOUT_S)
-    complete = sum(1 for task in done if not task.exception() and task.result() == expect)
-    for task in tasks:
-        task.cancel()
+    stop = asyncio.ensure_future(asyncio.to_thread(sys.stdin.buffer.read))
+    everything = asyncio.ensure_future(asyncio.wait([client.done for client in sockets]))
+    await asyncio.wait([stop, everything], timeout=WORKER_TIMEOUT_S, return_when="FIRST_COMPLETED")
+    complete = sum(1 for client in sockets if client.got == expect)
     await asyncio.to_thread(out.write_text, json.dumps({"arrivals": arrivals, "complete_clients": complete}))
+    for client in sockets:
+        if client.transport is not None:
+            client.transport.close()
+    everything.cancel()
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -134,7 +173,7 @@ def _start_workers(urls: list[str], token: str, args: argparse.Namespace, tmp: P
                 argv,
                 env={**os.environ, "IRON_BENCH_TOKEN": token},
                 stdout=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # closed when every report was sent and had time to arrive
             )
         )
     return workers
@@ -145,6 +184,18 @@ async def _wait_ready(workers: list[Any]) -> None:
         line = await asyncio.wait_for(asyncio.to_thread(worker.stdout.readline), WORKER_TIMEOUT_S)
         if line.strip() != b"ready":
             raise RuntimeError("a client process did not get its sockets ready")
+
+
+async def _settled(workers: list[Any]) -> None:
+    """Give the last messages time to arrive, then tell the client processes to stop."""
+    deadline = time.monotonic() + SETTLE_S
+    for worker in workers:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(worker.wait, max(deadline - time.monotonic(), 0.01))
+    for worker in workers:
+        if worker.poll() is None:
+            worker.stdin.close()
+        await asyncio.to_thread(worker.wait, WORKER_TIMEOUT_S)
 
 
 async def _report_all(
@@ -209,6 +260,7 @@ def _results(
         "report_response_p50_ms": round(_percentile(answered, 0.50), 2),
         "report_response_p99_ms": round(_percentile(answered, 0.99), 2),
         "target_p99_ms": 100,
+        "load_average_1m": [round(args.load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -237,8 +289,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     await _wait_ready(workers)
                     sent, answered = await _report_all(replicas, ic_token, lease_id, args)
-                    for worker in workers:
-                        await asyncio.to_thread(worker.wait, WORKER_TIMEOUT_S)
+                    await _settled(workers)
                 finally:
                     for worker in workers:
                         if worker.poll() is None:
@@ -276,7 +327,9 @@ def _markdown(r: dict[str, Any]) -> str:
                 "|---|---|---|---|---|---|---|---|---|",
                 "| " + " | ".join(row) + " |",
                 "",
-                f"Python {platform.python_version()}, {os.cpu_count()} CPUs.",
+                f"Python {platform.python_version()}, {os.cpu_count()} CPUs; 1-minute load average "
+                f"{r['load_average_1m'][0]} before the run, {r['load_average_1m'][1]} after (other work on "
+                "the machine competes for the same CPUs).",
             ]
         )
         + "\n"
@@ -289,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--reports", type=int, default=100)
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between reports (default 0.1)")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between reports (default 0.2)")
     parser.add_argument("--urls", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run as a client process
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -299,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             _worker(args.urls, os.environ["IRON_BENCH_TOKEN"], args.clients, args.reports, args.worker)
         )
         return 0
+    args.load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
     results = uvloop.run(bench(args))
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = _markdown(results)

@@ -12,6 +12,7 @@ too far behind is dropped so it costs the others nothing.
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable
 from typing import Any
 
@@ -36,6 +37,7 @@ from iron.validation import InvalidBody, decode
 log = logging.getLogger("iron.control_plane")
 
 SNAPSHOT_LIMIT = 1000
+_RECHECKS = asyncio.Semaphore(4)  # credential checks of this process's sockets running at once
 CLOSING_TIMEOUT_S = 1.0  # a last message or close frame to a client that stopped reading
 
 Closing = tuple[int, wire.ErrorBody]
@@ -106,20 +108,26 @@ async def _heartbeats(subscriber: BoundedSubscriber, interval_s: float) -> None:
 async def _recheck(
     socket: WebSocket[Any, Any, Any], token: str, user: UserPrincipal, interval_s: float
 ) -> Closing:
-    """Ends when the credential no longer holds (logout, suspension, expiry) or the role changed."""
+    """Ends when the credential no longer holds (logout, suspension, expiry) or the role changed.
+
+    Sockets that connected together are spread over the interval, and only a few checks run at
+    once per process, so a thousand sockets never take the database pool from the requests.
+    """
+    await asyncio.sleep(random.uniform(0, interval_s))  # spreads sockets that connected together
     while True:
-        await asyncio.sleep(interval_s)
         try:
-            _, now = await authenticate(socket.app.state, token)
+            async with _RECHECKS:
+                _, now = await authenticate(socket.app.state, token)
         except ApiError as exc:
             return _refused(exc)
         except (redis.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("realtime: could not recheck a socket's credential (%s)", type(exc).__name__)
-            continue
-        if now.role != user.role:
-            return wire.CLOSE_UNAUTHORIZED, wire.ErrorBody(
-                code="AUTH_ROLE_CHANGED", message="The user's role changed; connect again"
-            )
+        else:
+            if now.role != user.role:
+                return wire.CLOSE_UNAUTHORIZED, wire.ErrorBody(
+                    code="AUTH_ROLE_CHANGED", message="The user's role changed; connect again"
+                )
+        await asyncio.sleep(interval_s)
 
 
 async def _overflow(subscriber: BoundedSubscriber) -> Closing:

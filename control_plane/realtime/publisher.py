@@ -17,6 +17,7 @@ from typing import Protocol
 import asyncpg
 import redis.asyncio as redis
 from litestar.channels import ChannelsPlugin
+from redis.exceptions import NoScriptError
 
 from control_plane.agents import repository as agents
 from control_plane.agents.repository import AgentRow
@@ -171,7 +172,11 @@ class Publisher:
             return
         frames = [encode(message) for message in build(agent_state(row), iso(utcnow()))]
         # One pub/sub message per mutation; each line is one WebSocket frame (JSON has no raw newline).
-        await self._channels.wait_published(b"\n".join(frames), routes(row.owner_id))
+        payload, channels = b"\n".join(frames), routes(row.owner_id)
+        try:
+            await self._channels.wait_published(payload, channels)
+        except NoScriptError:  # the publish script was flushed again between its reload and its use
+            await self._channels.wait_published(payload, channels)
 
     async def run(self) -> None:
         while True:

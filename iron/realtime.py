@@ -101,7 +101,7 @@ class Heartbeat(Message, tag="HEARTBEAT"):
     pass
 
 
-class ErrorBody(msgspec.Struct, kw_only=True):
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     code: str
     message: str
     fields: dict[str, str] | None = None

@@ -47,7 +47,15 @@ def _now() -> str:
     return iso(utcnow())
 
 
-def _refused(exc: ApiError) -> Closing:
+class _Refused(Exception):
+    """The socket is refused; ``closing`` says with which code and why."""
+
+    def __init__(self, closing: Closing) -> None:
+        super().__init__(closing[1].code)
+        self.closing = closing
+
+
+def _closing_for(exc: ApiError) -> Closing:
     code = wire.CLOSE_FORBIDDEN if exc.status == 403 else wire.CLOSE_UNAUTHORIZED
     return code, wire.ErrorBody(code=exc.code, message=exc.message)
 
@@ -76,14 +84,8 @@ async def _handshake(socket: WebSocket[Any, Any, Any], settings: Settings) -> tu
     try:
         _, user = await authenticate(socket.app.state, auth.token)
     except ApiError as exc:
-        raise _Refused(_refused(exc)) from None
+        raise _Refused(_closing_for(exc)) from None
     return auth.token, user
-
-
-class _Refused(Exception):
-    def __init__(self, closing: Closing) -> None:
-        super().__init__(closing[1].code)
-        self.closing = closing
 
 
 async def _snapshot(pool: asyncpg.Pool, user: UserPrincipal) -> bytes:
@@ -119,7 +121,7 @@ async def _recheck(
             async with _RECHECKS:
                 _, now = await authenticate(socket.app.state, token)
         except ApiError as exc:
-            return _refused(exc)
+            return _closing_for(exc)
         except (redis.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("realtime: could not recheck a socket's credential (%s)", type(exc).__name__)
         else:

@@ -43,6 +43,7 @@ log = logging.getLogger("iron.control_plane")
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     channels = realtime_channels.plugin(settings)
+    routing = realtime_channels.Routing.for_redis(settings.redis_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 await ensure_bootstrap_admin(
                     pool, settings.bootstrap_admin_email, settings.bootstrap_admin_password
                 )
-            async with Publisher(channels, pool).running() as publisher:
+            async with Publisher(channels, routing, pool).running() as publisher:
                 app.state.update(
                     pool=pool, redis=redis_client, publisher=publisher, started_at=time.monotonic()
                 )
@@ -100,7 +101,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=exception_handlers,
         before_send=[attach_request_id, ratelimit.attach_headers],
-        state=State({"settings": settings, "rate_limits": ratelimit.RateLimits.from_settings(settings)}),
+        state=State(
+            {
+                "settings": settings,
+                "rate_limits": ratelimit.RateLimits.from_settings(settings),
+                "ws_routing": routing,
+            }
+        ),
         openapi_config=openapi.config(),
         logging_config=None,
         debug=False,

@@ -10,34 +10,48 @@ owner.
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
 from litestar.channels import ChannelsPlugin, Subscriber
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+from redis.asyncio.connection import parse_url
 
 from control_plane.auth.principals import UserPrincipal
 from control_plane.settings import Settings
 
 log = logging.getLogger("iron.control_plane")
 
-ADMINS = "iron:ws:admins"
 RECONNECT_S = 0.5
 REDIS_TIMEOUT_S = 5.0  # above the pub/sub reader's 1 s poll
 
 
-def owner_channel(user_id: str) -> str:
-    return f"iron:ws:owner:{user_id}"
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """Channel names. Pub/sub is server-wide while keys live in numbered databases, so the names
+    carry the database number: two deployments on one Redis server never hear each other."""
 
+    prefix: str
 
-def routes(owner_id: str) -> list[str]:
-    """The channels a message about an agent of ``owner_id`` is published to."""
-    return [ADMINS, owner_channel(owner_id)]
+    @classmethod
+    def for_redis(cls, redis_url: str) -> "Routing":
+        return cls(f"iron:ws:{parse_url(redis_url).get('db', 0)}")
 
+    @property
+    def admins(self) -> str:
+        return f"{self.prefix}:admins"
 
-def channel_of(user: UserPrincipal) -> str:
-    """The one channel a user's socket reads: admins read every agent, others their own."""
-    return ADMINS if user.is_admin else owner_channel(user.user_id)
+    def owner(self, user_id: str) -> str:
+        return f"{self.prefix}:owner:{user_id}"
+
+    def routes(self, owner_id: str) -> list[str]:
+        """The channels a message about an agent of ``owner_id`` is published to."""
+        return [self.admins, self.owner(owner_id)]
+
+    def channel_of(self, user: UserPrincipal) -> str:
+        """The one channel a user's socket reads: admins read every agent, others their own."""
+        return self.admins if user.is_admin else self.owner(user.user_id)
 
 
 class BoundedSubscriber(Subscriber):

@@ -27,7 +27,7 @@ from control_plane.agents import repository as agents
 from control_plane.auth.principals import UserPrincipal, authenticate
 from control_plane.lib.db import pool_of
 from control_plane.lib.errors import ApiError
-from control_plane.realtime.channels import BoundedSubscriber, channel_of
+from control_plane.realtime.channels import BoundedSubscriber, Routing
 from control_plane.realtime.publisher import agent_state
 from control_plane.settings import Settings
 from iron import realtime as wire
@@ -161,7 +161,8 @@ async def _serve(
     socket: WebSocket[Any, Any, Any], channels: ChannelsPlugin, token: str, user: UserPrincipal
 ) -> Closing | None:
     settings: Settings = socket.app.state.settings
-    async with channels.start_subscription(channel_of(user)) as subscriber:
+    routing: Routing = socket.app.state.ws_routing
+    async with channels.start_subscription(routing.channel_of(user)) as subscriber:
         assert isinstance(subscriber, BoundedSubscriber)
         # subscribed before the snapshot is read, so no change falls between the two
         subscriber.put_nowait(await _snapshot(pool_of(socket.app.state), user))

@@ -23,7 +23,7 @@ from control_plane.agents import repository as agents
 from control_plane.agents.repository import AgentRow
 from control_plane.budget.ledger import available, percent_used
 from control_plane.realtime.alerts import Crossing
-from control_plane.realtime.channels import routes
+from control_plane.realtime.channels import Routing
 from iron.money import usd
 from iron.realtime import (
     AgentEvent,
@@ -95,8 +95,9 @@ Build = Callable[[AgentState, str], list[Message]]
 
 
 class Publisher:
-    def __init__(self, channels: ChannelsPlugin, pool: asyncpg.Pool) -> None:
+    def __init__(self, channels: ChannelsPlugin, routing: Routing, pool: asyncpg.Pool) -> None:
         self._channels = channels
+        self._routing = routing
         self._pool = pool
         self._queue: asyncio.Queue[tuple[str, Build]] = asyncio.Queue(QUEUE_SIZE)
 
@@ -172,7 +173,7 @@ class Publisher:
             return
         frames = [encode(message) for message in build(agent_state(row), iso(utcnow()))]
         # One pub/sub message per mutation; each line is one WebSocket frame (JSON has no raw newline).
-        payload, channels = b"\n".join(frames), routes(row.owner_id)
+        payload, channels = b"\n".join(frames), self._routing.routes(row.owner_id)
         try:
             await self._channels.wait_published(payload, channels)
         except NoScriptError:  # the publish script was flushed again between its reload and its use

@@ -15,13 +15,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import asyncpg
-import redis.asyncio as redis
 from litestar.channels import ChannelsPlugin
 from redis.exceptions import NoScriptError
 
 from control_plane.agents import repository as agents
+from control_plane.agents.controllers import to_wire
 from control_plane.agents.repository import AgentRow
-from control_plane.budget.ledger import available, percent_used
 from control_plane.realtime.alerts import Crossing
 from control_plane.realtime.channels import Routing
 from iron.money import usd
@@ -77,17 +76,9 @@ class BudgetRequestChange(Protocol):
 
 
 def agent_state(row: AgentRow) -> AgentState:
-    return AgentState(
-        id=row.id,
-        name=row.name,
-        owner_id=row.owner_id,
-        status=row.status,
-        budget=usd(row.budget_micros),
-        spent=usd(row.spent_micros),
-        outstanding=usd(row.outstanding_micros),
-        remaining=usd(available(row.budget_micros, row.spent_micros, row.outstanding_micros)),
-        percent_used=percent_used(row.spent_micros, row.budget_micros),
-    )
+    """The agent as ``GET /api/v1/agents/{id}`` shows it, cut to what the feed carries."""
+    agent = to_wire(row)
+    return AgentState(**{field: getattr(agent, field) for field in AgentState.__struct_fields__})
 
 
 Build = Callable[[AgentState, str], list[Message]]
@@ -185,7 +176,7 @@ class Publisher:
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                     await self._publish(agent_id, build)
-            except (redis.RedisError, OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except Exception as exc:  # whatever it was, the next message must still go out
                 log.warning(
                     "realtime: a message about %s was not published (%s)", agent_id, type(exc).__name__
                 )

@@ -11,6 +11,7 @@ too far behind is dropped so it costs the others nothing.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Awaitable
@@ -94,9 +95,15 @@ async def _snapshot(pool: asyncpg.Pool, user: UserPrincipal) -> bytes:
     return wire.encode(wire.StateUpdate(timestamp=_now(), agents=[agent_state(r) for r in rows], total=total))
 
 
+@functools.lru_cache(maxsize=64)
+def _frames(payload: bytes) -> tuple[str, ...]:
+    """A published payload as WebSocket text frames: split and decoded once, not once per socket."""
+    return tuple(payload.decode().split("\n"))
+
+
 async def _send_all(socket: WebSocket[Any, Any, Any], subscriber: BoundedSubscriber) -> None:
     async for payload in subscriber.iter_events():
-        for frame in payload.split(b"\n"):
+        for frame in _frames(payload):
             await socket.send_text(frame)
 
 

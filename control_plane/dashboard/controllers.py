@@ -1,4 +1,4 @@
-"""``GET /``: the dashboard page, and its script and style under ``/dashboard``.
+"""``GET /``: the dashboard page, and its script and style under ``/dashboard/``.
 
 No build step and nothing from elsewhere: the page, its script and its style
 are files in ``static/``. The Content-Security-Policy lets the page load only
@@ -11,10 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from litestar import MediaType, Request, Response, get
-from litestar.static_files import create_static_files_router
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 
 STATIC = Path(__file__).parent / "static"
 PAGE = (STATIC / "index.html").read_bytes()
+# The page's own files, read once: nothing else under /dashboard is served.
+ASSETS = {
+    name: ((STATIC / name).read_bytes(), media_type)
+    for name, media_type in (
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+    )
+}
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
@@ -52,4 +61,12 @@ async def page(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-handlers = [page, create_static_files_router("/dashboard", directories=[STATIC], name="dashboard")]
+@get("/dashboard/{name:str}", include_in_schema=False)
+async def asset(name: FromPath[str]) -> Response[bytes]:
+    if name not in ASSETS:
+        raise NotFoundException()
+    content, media_type = ASSETS[name]
+    return Response(content, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
+
+
+handlers = [page, asset]

@@ -214,3 +214,38 @@ async def test_logout_and_suspension_close_the_socket(
         last = reader.messages[-1]
         assert isinstance(last, Error), reader.raw[-1]
         assert last.error.code == "AUTH_INVALID_TOKEN", reader.raw[-1]
+
+
+async def test_rejected_and_cancelled_requests_reach_the_owner(
+    replicas: list[str], client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    owner = await make_person(client, admin_headers)
+    agent = await own_agent(client, owner, 10)
+    async with open_feed(replicas[0], owner.token) as reader, httpx.AsyncClient(base_url=replicas[1]) as http:
+        await reader.wait_for(lambda ms: any(isinstance(m, StateUpdate) for m in ms))
+        filed = []
+        for _ in range(2):
+            response = await http.post(
+                "/api/v1/budget-requests",
+                headers=owner.headers,
+                json={"agent_id": agent.id, "requested_budget": 15, "justification": "y" * 25},
+            )
+            assert response.status_code == 201, response.text
+            filed.append(response.json()["id"])
+        rejected = await http.put(
+            f"/api/v1/budget-requests/{filed[0]}/reject",
+            headers=admin_headers,
+            json={"review_notes": "not now"},
+        )
+        assert rejected.status_code == 200, rejected.text
+        cancelled = await http.delete(f"/api/v1/budget-requests/{filed[1]}", headers=owner.headers)
+        assert cancelled.status_code == 200, cancelled.text
+        await reader.wait_for(lambda ms: len([m for m in ms if isinstance(m, BudgetRequestEvent)]) == 4)
+    events = [(m.action, m.request_id, m.status) for m in reader.of_type(BudgetRequestEvent)]
+    assert events == [
+        ("created", filed[0], "pending"),
+        ("created", filed[1], "pending"),
+        ("rejected", filed[0], "rejected"),
+        ("cancelled", filed[1], "cancelled"),
+    ]
+    assert all(m.agent.budget == 10.0 for m in reader.of_type(BudgetRequestEvent))

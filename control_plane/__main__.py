@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            ws_per_message_deflate=False,  # /ws fans small messages out to many sockets: CPU over bytes
             log_config=None,  # ours (configure_logging): no tracebacks in the log
         )
     return 0

@@ -32,6 +32,10 @@ class Settings:
     db_pool_max: int = 20
     rate_limits: str | None = None  # IRON_RATE_LIMITS: "off", or CATEGORY=LIMIT/WINDOW_S overrides
     rate_limits_scale: str | None = None  # IRON_RATE_LIMITS_SCALE: a factor on every limit
+    ws_heartbeat_s: float = 30.0
+    ws_recheck_s: float = 15.0  # how often a /ws socket's credential is checked again
+    ws_auth_timeout_s: float = 10.0
+    ws_backlog: int = 1000  # unsent messages a /ws client may fall behind by before it is dropped
 
     @property
     def production(self) -> bool:
@@ -71,4 +75,8 @@ class Settings:
             db_pool_max=int(env.get("IRON_DB_POOL_MAX", 20)),
             rate_limits=env.get("IRON_RATE_LIMITS"),
             rate_limits_scale=env.get("IRON_RATE_LIMITS_SCALE"),
+            ws_heartbeat_s=float(env.get("IRON_WS_HEARTBEAT_S", 30)),
+            ws_recheck_s=float(env.get("IRON_WS_RECHECK_S", 15)),
+            ws_auth_timeout_s=float(env.get("IRON_WS_AUTH_TIMEOUT_S", 10)),
+            ws_backlog=int(env.get("IRON_WS_BACKLOG", 1000)),
         )

@@ -28,7 +28,7 @@ from control_plane.agents.schemas import (
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal
 from control_plane.budget import repository as budget_repo
-from control_plane.budget.ledger import available
+from control_plane.budget.ledger import available, percent_used
 from control_plane.lib.db import Executor
 from control_plane.lib.errors import not_found, permission_denied
 from control_plane.lib.filters import SEARCH, IdOf, OneOf
@@ -50,7 +50,6 @@ _ONE = "/api/v1/agents/{agent_id:str}"
 
 def to_wire(row: AgentRow) -> Agent:
     remaining = available(row.budget_micros, row.spent_micros, row.outstanding_micros)
-    percent = 100.0 * row.spent_micros / row.budget_micros if row.budget_micros else 0.0
     return Agent(
         id=row.id,
         name=row.name,
@@ -59,7 +58,7 @@ def to_wire(row: AgentRow) -> Agent:
         outstanding=usd(row.outstanding_micros),
         overdrawn=usd(row.overdrawn_micros),
         remaining=usd(remaining),
-        percent_used=round(percent, 2),
+        percent_used=percent_used(row.spent_micros, row.budget_micros),
         status=row.status,
         providers=list(row.providers),
         owner_id=row.owner_id,

@@ -11,9 +11,9 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from control_plane.agents import filters
 from control_plane.analytics import periods
 from control_plane.analytics.periods import Bucket
+from control_plane.lib import filters
 from iron import ids
 from iron.timefmt import as_utc
 

@@ -26,6 +26,8 @@ from control_plane.budget.repository import AgentLedger
 from control_plane.lib.db import Executor
 from control_plane.lib.errors import not_found
 from control_plane.projects import repository as projects
+from control_plane.realtime.alerts import crossed
+from control_plane.realtime.publisher import Publisher
 
 #: Up to this many calls, a median is computed from the calls themselves (an index-only scan);
 #: above, from the rollups' cost histograms.
@@ -49,8 +51,15 @@ async def events_accepted(state: State, accepted: Accepted) -> None:
     calls it once per batch that had new events, after the batch's transaction committed.
 
     The realtime feed publishes here: AGENT_EVENT per event, COST_ALERT when the agent's spend
-    crossed a threshold between ``accepted.before`` and ``accepted.after``.
+    crossed a threshold between ``accepted.before`` and ``accepted.after``. Exact across replicas:
+    both figures were read under the agent's row lock.
     """
+    publisher: Publisher = state.publisher
+    publisher.usage(
+        accepted.agent_id,
+        accepted.events,
+        crossed(accepted.before.budget, accepted.before.spent, accepted.after.spent),
+    )
 
 
 async def ingest(pool: asyncpg.Pool, agent_id: str, events: Sequence[UsageRow]) -> Accepted:

@@ -42,3 +42,8 @@ def added_by_top_up(granted: int, lease_spent: int, extra: int) -> int:
 def may_set_budget(new_budget: int, spent: int, outstanding: int) -> bool:
     """A budget may not drop below what is already spent or lent out to leases."""
     return new_budget >= spent + outstanding
+
+
+def percent_used(spent: int, budget: int) -> float:
+    """Spent as a percentage of the budget, to 2 places: what the bars and the cost alerts go by."""
+    return round(100.0 * spent / budget, 2) if budget else 0.0

@@ -17,6 +17,7 @@ from control_plane.auth.principals import current_agent
 from control_plane.budget import service
 from control_plane.lib.errors import not_found, validation_error
 from control_plane.providers import repository as providers
+from control_plane.realtime.publisher import Publisher
 from iron.crypto import encrypt_ip_token, unseal
 from iron.money import charge_micros, grant_micros, usd
 from iron.protocol import (
@@ -39,6 +40,11 @@ from iron.validation import decode, has_field
 
 def _ttl(request: Request[Any, Any, Any]) -> int:
     return int(request.app.state.settings.lease_ttl_s)
+
+
+def _publisher(request: Request[Any, Any, Any]) -> Publisher:
+    publisher: Publisher = request.app.state.publisher
+    return publisher
 
 
 def _usage_row(usage: Usage) -> UsageRow:
@@ -65,7 +71,12 @@ async def handshake(
     if data.provider is not None and sealed is None:
         raise validation_error({"provider": "No such provider is assigned to this agent"})
     result = await service.handshake(
-        pool, agent.agent_id, grant_micros(data.requested_budget), data.runtime_id, _ttl(request)
+        pool,
+        agent.agent_id,
+        grant_micros(data.requested_budget),
+        data.runtime_id,
+        _ttl(request),
+        _publisher(request),
     )
     ip_token = provider = None
     if sealed is not None:
@@ -132,7 +143,12 @@ async def refresh(
     agent = await current_agent(request, body)
     data = decode(body, RefreshRequest)
     result = await service.refresh(
-        pool, agent.agent_id, data.lease_id, grant_micros(data.requested_budget), _ttl(request)
+        pool,
+        agent.agent_id,
+        data.lease_id,
+        grant_micros(data.requested_budget),
+        _ttl(request),
+        _publisher(request),
     )
     return RefreshResponse(
         lease_id=result.lease.id,
@@ -150,7 +166,7 @@ async def return_lease(
 ) -> ReturnResponse:
     agent = await current_agent(request, body)
     data = decode(body, ReturnRequest)
-    result = await service.return_lease(pool, agent.agent_id, data.lease_id)
+    result = await service.return_lease(pool, agent.agent_id, data.lease_id, _publisher(request))
     return ReturnResponse(
         lease_id=data.lease_id,
         returned=usd(result.returned, 6),

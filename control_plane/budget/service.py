@@ -6,7 +6,8 @@ across control-plane processes, because every change to an agent's money
 happens under ``SELECT ... FOR UPDATE`` of that agent.
 """
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -19,6 +20,7 @@ from control_plane.budget import repository as repo
 from control_plane.budget.repository import AgentLedger, LeaseRow
 from control_plane.lib.db import Conn
 from control_plane.lib.errors import ApiError, conflict, not_found, validation_error
+from control_plane.realtime.publisher import Publisher
 from iron import ids
 from iron.money import usd
 from iron.timefmt import utcnow
@@ -76,10 +78,38 @@ async def _locked_lease(conn: Conn, lease_id: str, agent_id: str) -> LeaseRow:
     return lease
 
 
+@contextlib.contextmanager
+def _refusal_published(
+    publisher: Publisher | None, agent_id: str, lease_id: str | None, asked: int
+) -> Iterator[None]:
+    """Publish a grant refused for want of budget, once its transaction rolled back."""
+    try:
+        yield
+    except ApiError as exc:
+        if publisher is not None and exc.code == "BUDGET_EXHAUSTED":
+            publisher.lease(agent_id, "refused", lease_id, asked)
+        raise
+
+
 async def handshake(
-    pool: asyncpg.Pool, agent_id: str, requested: int, holder: str | None, ttl_s: int
+    pool: asyncpg.Pool,
+    agent_id: str,
+    requested: int,
+    holder: str | None,
+    ttl_s: int,
+    publisher: Publisher | None = None,
 ) -> Granted:
     """Open a lease with ``min(requested, available)``; nothing available is 403."""
+    with _refusal_published(publisher, agent_id, None, requested):
+        granted = await _handshake(pool, agent_id, requested, holder, ttl_s)
+    if publisher is not None:
+        publisher.lease(agent_id, "granted", granted.lease.id, granted.granted)
+    return granted
+
+
+async def _handshake(
+    pool: asyncpg.Pool, agent_id: str, requested: int, holder: str | None, ttl_s: int
+) -> Granted:
     async with pool.acquire() as conn, conn.transaction():
         state = await _locked_agent(conn, agent_id)
         granted = ledger.grant(requested, state.budget, state.spent, state.outstanding)
@@ -100,8 +130,23 @@ async def handshake(
         )
 
 
-async def refresh(pool: asyncpg.Pool, agent_id: str, lease_id: str, requested: int, ttl_s: int) -> Granted:
+async def refresh(
+    pool: asyncpg.Pool,
+    agent_id: str,
+    lease_id: str,
+    requested: int,
+    ttl_s: int,
+    publisher: Publisher | None = None,
+) -> Granted:
     """Top up an open lease and extend it; ``requested == 0`` only extends (a heartbeat)."""
+    with _refusal_published(publisher, agent_id, lease_id, requested):
+        granted = await _refresh(pool, agent_id, lease_id, requested, ttl_s)
+    if publisher is not None and granted.granted > 0:
+        publisher.lease(agent_id, "granted", lease_id, granted.granted)
+    return granted
+
+
+async def _refresh(pool: asyncpg.Pool, agent_id: str, lease_id: str, requested: int, ttl_s: int) -> Granted:
     async with pool.acquire() as conn, conn.transaction():
         state = await _locked_agent(conn, agent_id)
         lease = await _locked_lease(conn, lease_id, agent_id)
@@ -143,7 +188,8 @@ async def report(
 ) -> Charged:
     """Charge the new events once each; duplicates are acknowledged and charged zero times.
 
-    Usage is never refused: a closed lease or an overdraw is still charged.
+    Usage is never refused: a closed lease or an overdraw is still charged. The caller hands
+    the new events to analytics' hook (which publishes them) after commit.
     """
     await usage.ensure_partitions(pool, events)
     async with pool.acquire() as conn, conn.transaction():
@@ -157,28 +203,41 @@ async def report(
         return Charged(len(new), len(events) - len(new), lease, after, state, new)
 
 
-async def return_lease(pool: asyncpg.Pool, agent_id: str, lease_id: str) -> Returned:
+async def return_lease(
+    pool: asyncpg.Pool, agent_id: str, lease_id: str, publisher: Publisher | None = None
+) -> Returned:
     """Close a lease; its unreported remainder goes back. Returning twice returns nothing."""
     async with pool.acquire() as conn, conn.transaction():
         state = await _locked_agent(conn, agent_id)
         lease = await _locked_lease(conn, lease_id, agent_id)
-        unused = ledger.unused(lease.granted, lease.spent) if lease.status == "open" else 0
-        if lease.status == "open":
+        was_open = lease.status == "open"
+        unused = ledger.unused(lease.granted, lease.spent) if was_open else 0
+        if was_open:
             await repo.close_lease(conn, lease, "closed", unused)
-        return Returned(unused, ledger.available(state.budget, state.spent, state.outstanding - unused))
+    if publisher is not None and was_open:
+        publisher.lease(agent_id, "returned", lease_id, unused)
+    return Returned(unused, ledger.available(state.budget, state.spent, state.outstanding - unused))
 
 
-async def expire_leases(pool: asyncpg.Pool, now: datetime | None = None, batch: int = 500) -> int:
+async def expire_leases(
+    pool: asyncpg.Pool, now: datetime | None = None, batch: int = 500, publisher: Publisher | None = None
+) -> int:
     """Close open leases past their expiry and return their unused grants; the sweeper's step."""
     now = now or utcnow()
     expired = 0
     for agent_id in await repo.agents_with_expired_leases(pool, now, batch):
+        closed: list[tuple[str, int]] = []
         async with pool.acquire() as conn, conn.transaction():
             if await repo.lock_agent(conn, agent_id) is None:
                 continue
             for lease in await repo.expired_leases(conn, agent_id, now):
-                await repo.close_lease(conn, lease, "expired", ledger.unused(lease.granted, lease.spent))
-                expired += 1
+                unused = ledger.unused(lease.granted, lease.spent)
+                await repo.close_lease(conn, lease, "expired", unused)
+                closed.append((lease.id, unused))
+        expired += len(closed)
+        if publisher is not None:
+            for lease_id, unused in closed:
+                publisher.lease(agent_id, "expired", lease_id, unused)
     return expired
 
 

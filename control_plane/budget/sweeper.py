@@ -7,6 +7,7 @@ deleting a row twice deletes it once.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ import asyncpg
 
 from control_plane.auth import repository as sessions
 from control_plane.budget.service import expire_leases
+from control_plane.realtime.publisher import Publisher
 
 log = logging.getLogger("iron.control_plane")
 
@@ -24,17 +26,18 @@ async def _dead_refresh_tokens(pool: asyncpg.Pool) -> int:
     return await sessions.delete_dead_refresh_tokens(pool, _BATCH)
 
 
-#: Each sweep's steps: what it does (for the log), and the step, which returns how many it did.
-STEPS: tuple[tuple[str, Callable[[asyncpg.Pool], Awaitable[int]]], ...] = (
-    ("expired lease(s)", expire_leases),
-    ("dead refresh token(s) deleted", _dead_refresh_tokens),
-)
+def _steps(publisher: Publisher | None) -> tuple[tuple[str, Callable[[asyncpg.Pool], Awaitable[int]]], ...]:
+    """Each sweep's steps: what it does (for the log), and the step, which returns how many it did."""
+    return (
+        ("expired lease(s)", functools.partial(expire_leases, publisher=publisher)),
+        ("dead refresh token(s) deleted", _dead_refresh_tokens),
+    )
 
 
-async def run_sweeper(pool: asyncpg.Pool, interval_s: float) -> None:
+async def run_sweeper(pool: asyncpg.Pool, interval_s: float, publisher: Publisher | None = None) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        for what, step in STEPS:
+        for what, step in _steps(publisher):
             try:
                 done = await step(pool)
             except (OSError, asyncpg.PostgresError) as exc:

@@ -388,8 +388,11 @@ def remember(scope: Any, decision: Decision) -> None:
     scope.setdefault("state", {})[_STATE_KEY] = decision
 
 
-def attach_headers(message: Message, scope: Scope) -> None:
-    """App-level ``before_send`` hook: the remembered decision's headers, unless already set."""
+async def attach_headers(message: Message, scope: Scope) -> None:
+    """App-level ``before_send`` hook: the remembered decision's headers, unless already set.
+
+    Async although it awaits nothing, so that Litestar does not run it in a worker thread.
+    """
     if message["type"] != "http.response.start":
         return
     decision: Decision | None = scope.get("state", {}).get(_STATE_KEY)

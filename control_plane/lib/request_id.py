@@ -28,7 +28,9 @@ def request_id_of(scope: Any) -> str:
     return rid
 
 
-def attach_request_id(message: Message, scope: Scope) -> None:
+async def attach_request_id(message: Message, scope: Scope) -> None:
+    """App-level ``before_send`` hook. Async although it awaits nothing: Litestar runs a sync hook
+    in a worker thread, for every message sent (each WebSocket frame too)."""
     if message["type"] == "http.response.start":
         headers = list(message.get("headers", []))
         headers.append((_HEADER, request_id_of(scope).encode()))

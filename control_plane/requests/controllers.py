@@ -24,6 +24,7 @@ from control_plane.lib.filters import SEARCH, IdOf, OneOf
 from control_plane.lib.listing import Listing
 from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
+from control_plane.realtime.publisher import Publisher
 from control_plane.requests import repository, service
 from control_plane.requests.repository import RequestRow
 from control_plane.requests.schemas import (
@@ -36,6 +37,7 @@ from control_plane.requests.schemas import (
 )
 from iron import ids
 from iron.money import grant_micros, usd
+from iron.realtime import RequestAction
 from iron.timefmt import iso
 from iron.validation import decode
 
@@ -86,9 +88,16 @@ async def _visible(pool: asyncpg.Pool, user: UserPrincipal, budget_request_id: s
     return row
 
 
-async def _fresh(conn: Conn, budget_request_id: str) -> BudgetRequest:
+async def _fresh(conn: Conn, budget_request_id: str) -> RequestRow:
     row = await repository.by_id(conn, budget_request_id)
     assert row is not None  # requests are never deleted
+    return row
+
+
+def _announced(request: Request[Any, Any, Any], action: RequestAction, row: RequestRow) -> BudgetRequest:
+    """Publish a committed transition on the live feed; the request as the caller gets it."""
+    publisher: Publisher = request.app.state.publisher
+    publisher.budget_request(action, row)
     return to_wire(row)
 
 
@@ -112,7 +121,8 @@ async def create_request(
             grant_micros(data.requested_budget),
             data.justification,
         )
-        return await _fresh(conn, budget_request_id)
+        row = await _fresh(conn, budget_request_id)
+    return _announced(request, "created", row)
 
 
 @get([_CANONICAL, _ALIAS], opt=_LIST.doc())
@@ -159,7 +169,8 @@ async def approve_request(
             approved,
             data.review_notes,
         )
-        return await _fresh(conn, budget_request_id)
+        row = await _fresh(conn, budget_request_id)
+    return _announced(request, "approved", row)
 
 
 async def reject_request(
@@ -175,7 +186,8 @@ async def reject_request(
     data = decode(body, BudgetRequestReject)
     async with pool.acquire() as conn, conn.transaction():
         await service.reject(conn, audit.actor_of(request, user), budget_request_id, data.review_notes)
-        return await _fresh(conn, budget_request_id)
+        row = await _fresh(conn, budget_request_id)
+    return _announced(request, "rejected", row)
 
 
 @delete([_CANONICAL + _ONE, _ALIAS + _ONE], status_code=200)
@@ -191,7 +203,8 @@ async def cancel_request(
         raise permission_denied("Viewers cannot cancel budget requests")
     async with pool.acquire() as conn, conn.transaction():
         await service.cancel(conn, audit.actor_of(request, user), budget_request_id)
-        return await _fresh(conn, budget_request_id)
+        row = await _fresh(conn, budget_request_id)
+    return _announced(request, "cancelled", row)
 
 
 _APPROVE_DOC = openapi.doc(body=BudgetRequestApprove, body_required=False)

@@ -727,7 +727,8 @@ async def test_a_valid_request_after_all_that_still_works(
 UNKNOWN_ROUTES = [
     pytest.param("GET", "/api/v1/no-such-thing", id="get-unknown"),
     pytest.param("POST", "/api/v1/budget/nope", id="post-unknown-under-budget"),
-    pytest.param("GET", "/", id="root"),
+    pytest.param("GET", "/no-such-page", id="unknown-page"),  # "/" is the dashboard
+    pytest.param("GET", "/dashboard/no-such-file.js", id="unknown-static-file"),
     pytest.param("GET", "/api/v1/agents/agent_x/nope", id="under-agent"),
 ]
 WRONG_METHODS = [

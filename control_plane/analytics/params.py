@@ -75,7 +75,7 @@ def read(query: Mapping[str, str], now: datetime, errors: dict[str, str]) -> Ask
     errors.update(
         (name, "May not contain NUL characters") for name, value in query.items() if "\x00" in value
     )
-    period = filters.one_of(query, "period", periods.PERIODS, errors)
+    period = filters.OneOf(periods.PERIODS).read(query, "period", errors)
     start, end = _time(query, "from", errors), _time(query, "to", errors)
     if period is not None and ("from" in query or "to" in query):
         errors["period"] = "Give a period or from/to, not both"
@@ -89,12 +89,12 @@ def read(query: Mapping[str, str], now: datetime, errors: dict[str, str]) -> Ask
         period=periods.CUSTOM if start is not None else period or DEFAULT_PERIOD,
         start=start,
         end=end,
-        agent_id=filters.id_of(query, "agent_id", ids.AGENT, errors),
-        project_id=filters.id_of(query, "project_id", ids.PROJECT, errors),
-        provider_id=filters.id_of(query, "provider_id", ids.PROVIDER, errors),
+        agent_id=filters.IdOf(ids.AGENT).read(query, "agent_id", errors),
+        project_id=filters.IdOf(ids.PROJECT).read(query, "project_id", errors),
+        provider_id=filters.IdOf(ids.PROVIDER).read(query, "provider_id", errors),
     )
 
 
 def bucket(query: Mapping[str, str], errors: dict[str, str]) -> Bucket:
-    chosen = filters.one_of(query, "bucket", ("hour", "day"), errors)
+    chosen = filters.OneOf(("hour", "day")).read(query, "bucket", errors)
     return "hour" if chosen == "hour" else "day"

@@ -13,9 +13,7 @@ import pytest
 
 from iron.money import charge_micros
 from tests.conftest import AgentHandle, MakeAgent, open_lease
-from tests.control_plane.test_auth import bearer, fingerprint
-from tests.control_plane.test_bad_input import assert_error
-from tests.control_plane.test_budget_protocol import usage
+from tests.control_plane.helpers import assert_error, bearer, fingerprint, usage
 from tests.ledger_checks import LedgerState, assert_ledger_invariants, assert_rollups_match
 
 PATH = "/api/v1/analytics/events"

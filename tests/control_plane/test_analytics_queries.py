@@ -25,10 +25,16 @@ from control_plane.lib.ratelimit import RateLimits
 from iron import ids
 from iron.timefmt import iso
 from tests.conftest import AgentHandle, open_lease
-from tests.control_plane.test_agents_admin import Roles, create_agent, create_provider, make_roles
-from tests.control_plane.test_auth import Person, fingerprint
-from tests.control_plane.test_bad_input import assert_error
-from tests.control_plane.test_projects import create_project
+from tests.control_plane.helpers import (
+    Person,
+    Roles,
+    assert_error,
+    create_agent,
+    create_project,
+    create_provider,
+    fingerprint,
+    make_roles,
+)
 from tests.ledger_checks import assert_ledger_invariants, assert_rollups_match
 
 BASE = "/api/v1/analytics"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.hot_path import TARGETS
 from bench.summary import (
     EXCEPTIONS_COLUMNS,
     FAILURES_COLUMNS,
@@ -81,7 +82,7 @@ def test_the_runner_writes_every_results_file_and_the_ledger_is_exact(
 
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("# Benchmarks\n")
-    assert "| batched |" in summary  # the hot path's own table, from hot_path.md
+    assert f"| {TARGETS['sidecar']} |" in summary  # the hot path's own table, from hot_path.md
     assert "| scenario | request | requests | failures | req/s | p50 | p95 | p99 | max |" in summary
     for scenario in SCENARIOS:
         assert f"| {scenario} | **all** |" in summary

@@ -243,7 +243,7 @@ async function loadChart() {
     for (const point of result.data.points) {
       if (point.start.slice(0, 10) !== today) continue;
       state.hours[new Date(point.start).getUTCHours()] += Number(point.cost_usd);
-      state.chartHasData = true;
+      if (point.requests > 0) state.chartHasData = true; // empty buckets come as zeros
     }
   }
   drawChart();

@@ -9,7 +9,6 @@ request than this whole layer.)
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
@@ -17,7 +16,7 @@ import msgspec
 from iron.money import usd
 from iron.timefmt import iso, utcnow
 from iron.validation import InvalidBody, decode
-from sidecar.http import Reply, Request
+from sidecar.http import Handler, Reply, Request
 from sidecar.lease import LeaseManager
 from sidecar.metrics import Metrics
 from sidecar.schemas import (
@@ -33,8 +32,6 @@ from sidecar.service import BudgetRefused, NoProvider, RuntimeService
 from sidecar.store import CommitOutcome
 
 log = logging.getLogger("iron.sidecar")
-
-Handler = Callable[[Request], Awaitable[Reply]]
 
 _JSON: Final = b"content-type: application/json\r\n"
 _encode = msgspec.json.Encoder().encode

@@ -38,6 +38,7 @@ from control_plane.auth.principals import UserPrincipal, current_agent
 from control_plane.lib import openapi, ratelimit
 from control_plane.lib.db import Conn
 from control_plane.lib.errors import validation_error
+from control_plane.lib.listing import sort_schema
 from control_plane.lib.pagination import PageRequest, page_of, page_request
 from iron.analytics import (
     EVENT_TYPE_OF,
@@ -55,7 +56,6 @@ T = TypeVar("T")
 _BASE: Final = "/api/v1/analytics"
 # An agent, project or provider named in a filter may not exist (or not be the caller's): 404.
 _DOC: Final = openapi.doc(query=params.QUERY, errors=(404,))
-_PAGED_DOC: Final = openapi.doc(query={**openapi.PAGE_QUERY, **params.QUERY}, errors=(404,))
 
 
 def _row(event: AnalyticsEvent) -> UsageRow:
@@ -112,6 +112,12 @@ class _Sorting:
     sortable: Mapping[str, str]
     default: str
     tiebreak: str
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """For a paged query's ``opt``: paging, the sort values it accepts, and the filters."""
+        page_query = {**openapi.PAGE_QUERY, "sort": sort_schema(self.sortable)}
+        return openapi.doc(query={**page_query, **params.QUERY}, errors=(404,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +200,7 @@ _BY_AGENT: Final = _Sorting(
 )
 
 
-@get(f"{_BASE}/spending/by-agent", opt=_PAGED_DOC)
+@get(f"{_BASE}/spending/by-agent", opt=_BY_AGENT.doc)
 async def spending_by_agent(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> PeriodPage[AgentSpending]:
@@ -214,7 +220,7 @@ _BY_PROVIDER: Final = _Sorting(
 )
 
 
-@get(f"{_BASE}/spending/by-provider", opt=_PAGED_DOC)
+@get(f"{_BASE}/spending/by-provider", opt=_BY_PROVIDER.doc)
 async def spending_by_provider(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> PeriodPage[ProviderSpending]:
@@ -273,7 +279,7 @@ async def spending_avg_per_request(
 _STATUS: Final = _Sorting(repository.STATUS_SORTABLE, "-percent_used", "g.agent_id")
 
 
-@get(f"{_BASE}/budget/status", opt=_PAGED_DOC)
+@get(f"{_BASE}/budget/status", opt=_STATUS.doc)
 async def budget_status(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> BudgetStatusPage:
@@ -337,7 +343,7 @@ _TOKENS: Final = _Sorting(
 )
 
 
-@get(f"{_BASE}/usage/tokens/by-agent", opt=_PAGED_DOC)
+@get(f"{_BASE}/usage/tokens/by-agent", opt=_TOKENS.doc)
 async def usage_tokens_by_agent(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> PeriodPage[AgentTokens]:
@@ -364,7 +370,7 @@ _MODEL_MEASURES: Final = (
 )
 
 
-@get(f"{_BASE}/usage/models", opt=_PAGED_DOC)
+@get(f"{_BASE}/usage/models", opt=_MODELS.doc)
 async def usage_models(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> PeriodPage[ModelUsage]:
@@ -396,7 +402,7 @@ _EVENTS: Final = _Sorting(repository.EVENT_SORTABLE, "-timestamp", repository.EV
 
 
 # The path is also ingestion's, which the limiter exempts (IC token): this method is a query.
-@get(f"{_BASE}/events", opt={**_PAGED_DOC, ratelimit.OPT_KEY: ratelimit.ANALYTICS})
+@get(f"{_BASE}/events", opt={**_EVENTS.doc, ratelimit.OPT_KEY: ratelimit.ANALYTICS})
 async def list_events(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> PeriodPage[UsageEvent]:

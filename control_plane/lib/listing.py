@@ -52,8 +52,11 @@ class Listing:
 
     def doc(self) -> dict[str, Any]:
         """For the route's ``opt``: the filters and the sort values this list accepts."""
-        sorts = tuple(f"{sign}{name}" for name in self.sortable for sign in ("", "-"))
-        sort = Annotated[
-            str, msgspec.Meta(description="'-' first: descending", extra_json_schema={"enum": list(sorts)})
-        ]
-        return openapi.doc(query={**self.query_doc(), "sort": sort})
+        return openapi.doc(query={**self.query_doc(), "sort": sort_schema(self.sortable)})
+
+
+def sort_schema(sortable: Mapping[str, str]) -> Any:
+    """``sort``'s schema: each sortable field, ascending or ('-' first) descending."""
+    sorts = [f"{sign}{name}" for name in sortable for sign in ("", "-")]
+    meta = msgspec.Meta(description="'-' first: descending", extra_json_schema={"enum": sorts})
+    return Annotated[str, meta]

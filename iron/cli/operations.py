@@ -14,6 +14,7 @@ from typing import get_args
 import msgspec
 
 from control_plane.agents.schemas import AgentCreate, AgentProvidersUpdate, AgentUpdate
+from control_plane.analytics.periods import PERIODS, Bucket
 from control_plane.api_tokens.schemas import ApiTokenCreate
 from control_plane.budget.schemas import BudgetUpdate
 from control_plane.projects.schemas import ProjectCreate, ProjectUpdate
@@ -73,11 +74,10 @@ _AUDIT_FILTERS = (
     Query("end_date", help="ISO 8601 date or date-time, inclusive"),
 )
 
-PERIODS = ("today", "yesterday", "last-7-days", "last-30-days", "this-month", "last-month", "all-time")
 _ANALYTICS_FILTERS = (
-    Query("period", PERIODS),
-    Query("from", help="Start (ISO 8601); instead of --period"),
-    Query("to", help="End (ISO 8601); instead of --period"),
+    Query("period", PERIODS, help="Calendar period in UTC (default last-30-days)"),
+    Query("from", help="Start, inclusive (ISO 8601, UTC unless it has an offset); instead of --period"),
+    Query("to", help="End, exclusive (ISO 8601; default now); with --from"),
     Query("agent_id"),
     Query("provider_id"),
     Query("project_id"),
@@ -375,16 +375,19 @@ OPERATIONS: tuple[Op, ...] = (
     Op("budget-requests", "cancel", "DELETE", _REQUEST, "Cancel a pending request (requester or admin)."),
     # analytics
     _analytics("spending-total", "spending/total", "Total spending."),
-    _analytics("spending-by-agent", "spending/by-agent", "Spending per agent."),
-    _analytics("spending-by-provider", "spending/by-provider", "Spending per provider."),
+    _analytics("spending-by-agent", "spending/by-agent", "Spending per agent.", paged=True),
+    _analytics("spending-by-provider", "spending/by-provider", "Spending per provider.", paged=True),
     _analytics("spending-avg-per-request", "spending/avg-per-request", "Average cost per request."),
     _analytics(
-        "spending-timeseries", "spending/timeseries", "Spending over time.", Query("bucket", ("hour", "day"))
+        "spending-timeseries",
+        "spending/timeseries",
+        "Spending over time.",
+        Query("bucket", get_args(Bucket), help="Point width (default day)"),
     ),
-    _analytics("budget-status", "budget/status", "Budgets against spending, per agent."),
+    _analytics("budget-status", "budget/status", "Budgets against spending, per agent.", paged=True),
     _analytics("usage-requests", "usage/requests", "Request counts."),
-    _analytics("usage-tokens-by-agent", "usage/tokens/by-agent", "Tokens per agent."),
-    _analytics("usage-models", "usage/models", "Usage per model."),
+    _analytics("usage-tokens-by-agent", "usage/tokens/by-agent", "Tokens per agent.", paged=True),
+    _analytics("usage-models", "usage/models", "Usage per model.", paged=True),
     _analytics("events", "events", "Usage events, newest first.", paged=True),
     # audit log
     Op(

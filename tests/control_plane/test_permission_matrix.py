@@ -17,8 +17,8 @@ Callers get the route's success status (its handler's) or the error the policy n
 contract's error format. A successful mutation writes exactly one audit entry, by the caller
 and with none of the request's or response's secrets in it; anything refused, and any read,
 writes none. Only the public routes (health, version, login, refresh with its refresh token,
-validate, the OpenAPI document) take no token; OPTIONS (Litestar's automatic preflight
-answer, which reads nothing) is not part of the matrix.
+validate, the OpenAPI document, the dashboard page and its files) take no token; OPTIONS
+(Litestar's automatic preflight answer, which reads nothing) is not part of the matrix.
 
 To classify a new route, add it to :data:`ROUTES` with one of the policies below (or a new
 one) and a ``prepare`` that makes what the call needs (see the ``World`` helpers).
@@ -91,6 +91,7 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)  # path parameters
     body: Any = None  # JSON, None for no body
     headers: dict[str, str] | None = None  # instead of the caller's (a session to log out)
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -268,6 +269,30 @@ async def a_usage_batch(world: World, caller: str) -> Call:
     return Call(body={"lease_id": await world.lease_id(), "reports": [usage(None)]})
 
 
+async def an_event(world: World, caller: str) -> Call:
+    """One LLM call of the ``ic`` caller's agent (its own event id: each call is new)."""
+    event = {
+        "event_id": f"matrix-{secrets.token_hex(6)}",
+        "event_type": "llm_request_completed",
+        "timestamp": utcnow().isoformat(),
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost_micros": 30,
+    }
+    return Call(body=event)
+
+
+async def an_agents_usage(world: World, caller: str) -> Call:
+    """An analytics query narrowed to an agent of the caller's (another's: 404)."""
+    return Call(query={"agent_id": await world.agent_id(world.owner_for(caller))})
+
+
+async def a_dashboard_file(world: World, caller: str) -> Call:
+    return Call({"name": "app.js"})
+
+
 async def a_refresh(world: World, caller: str) -> Call:
     return Call(body={"lease_id": await world.lease_id(), "requested_budget": 1})
 
@@ -313,6 +338,20 @@ REPORT = Route(AGENT, a_usage_batch, audited=False)
 REFRESH = Route(AGENT, a_refresh, audited=False)
 RETURN = Route(AGENT, a_lease_to_return, audited=False)
 V1 = "/api/v1"
+ANALYTICS = f"{V1}/analytics"
+#: Any signed-in caller reads the usage of the agents it may read; naming another's agent is 404.
+ANALYTICS_QUERIES = (
+    "spending/total",
+    "spending/by-agent",
+    "spending/by-provider",
+    "spending/avg-per-request",
+    "spending/timeseries",
+    "budget/status",
+    "usage/requests",
+    "usage/tokens/by-agent",
+    "usage/models",
+    "events",
+)
 BREQ = {"/api/v1/budget-requests", "/api/v1/budget/requests"}
 
 #: Every route of the app, by (method, path template).
@@ -413,6 +452,14 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{V1}/budget/return"): RETURN,
     ("POST", "/api/budget/return"): RETURN,
     ("POST", f"{V1}/agents/provider-key"): Route(AGENT, audited=False),
+    # analytics: ingestion is the agent side (not audited, as the protocol's reports), queries
+    ("POST", f"{ANALYTICS}/events"): Route(AGENT, an_event, audited=False),
+    **{("GET", f"{ANALYTICS}/{query}"): Route(READ_OWN, an_agents_usage) for query in ANALYTICS_QUERIES},
+    # realtime: authenticated by its first message (tests/realtime), any signed-in user
+    ("WS", "/ws"): Route(SIGNED_IN),
+    # the dashboard: the page and its files hold no data (it reads the API with the user's token)
+    ("GET", "/"): Route(PUBLIC),
+    ("GET", "/dashboard/{name}"): Route(PUBLIC, a_dashboard_file),
 }
 
 
@@ -447,6 +494,8 @@ def test_every_route_is_classified_and_only_the_public_ones_take_no_token(app: L
         "/schema",
         "/schema/openapi.json",
         "/schema/{path}",
+        "/",
+        "/dashboard/{name}",
     }
 
 
@@ -540,7 +589,9 @@ async def test_the_permission_matrix(
     assert handler is not None
     call = await route.prepare(world, caller)
     headers = call.headers if call.headers is not None else world.headers[caller]
-    response = await world.client.request(method, path.format(**call.params), headers=headers, json=call.body)
+    response = await world.client.request(
+        method, path.format(**call.params), params=call.query, headers=headers, json=call.body
+    )
     expected = route.policy.expect(caller)
     success = route.success or handler.status_code
     entries = await audit_entries(pool, response)

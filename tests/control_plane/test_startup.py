@@ -62,7 +62,10 @@ async def test_health_is_503_naming_the_failed_service(env: dict[str, str]) -> N
             await stop.wait()
 
     server = asyncio.create_task(serve())
-    await started.wait()
+    ready = asyncio.create_task(started.wait())
+    await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if server.done():
+        server.result()  # start-up failed: raise its error rather than wait forever
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://cp") as http:

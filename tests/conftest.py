@@ -176,29 +176,31 @@ def _free_port() -> int:
 def control_plane_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
     """Two real control-plane processes on the test database, for cross-process races."""
     procs, urls = [], []
-    for _ in range(2):
-        port = _free_port()
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "control_plane", "--port", str(port)],
-                env={**os.environ, **env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+    try:
+        for _ in range(2):
+            port = _free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "control_plane", "--port", str(port)],
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
-        urls.append(f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + 30
-    for url in urls:
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("control plane did not start")
-            time.sleep(0.1)
-    yield urls
-    for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("control plane did not start")
+                time.sleep(0.1)
+        yield urls
+    finally:  # also when start-up failed: no process outlives the session
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)

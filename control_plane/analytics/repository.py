@@ -11,18 +11,17 @@ the sub-hour edges from the events (:func:`control_plane.analytics.periods.split
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Any, Final, NamedTuple
 
 import asyncpg
 
-from control_plane.analytics.periods import Grain, floor, split
+from control_plane.analytics.periods import Grain, split
 from control_plane.lib.db import Conn, Executor
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    """One LLM call, as either ingestion path hands it to the store."""
+class UsageRow(NamedTuple):
+    """One LLM call, as either ingestion path hands it to the store (a tuple: batches are large)."""
 
     event_id: str
     cost: int
@@ -32,7 +31,7 @@ class UsageRow:
     provider: str
     status: str  # completed | failed
     latency_ms: int | None
-    occurred_at: datetime
+    occurred_at: datetime  # in UTC
     error_code: str | None = None
     error_message: str | None = None
 
@@ -49,7 +48,8 @@ async def ensure_partitions(pool: asyncpg.Pool, events: Iterable[UsageRow]) -> N
     """Create the partitions of the events' months (outside any ledger transaction: DDL waits for
     inserts in flight and must not hold an agent's lock meanwhile). Once per month per process."""
     ready = _ready_months.setdefault(id(pool), (pool, set()))[1]
-    months = {floor(event.occurred_at, "month") for event in events} - ready
+    seen = {(event.occurred_at.year, event.occurred_at.month) for event in events}
+    months = {datetime(year, month, 1, tzinfo=UTC) for year, month in seen} - ready
     if months:
         await pool.execute("SELECT usage_events_add_partition(m) FROM unnest($1::timestamptz[]) AS m", months)
         ready |= months
@@ -58,9 +58,9 @@ async def ensure_partitions(pool: asyncpg.Pool, events: Iterable[UsageRow]) -> N
 _INSERT: Final = """
 WITH input AS (
     SELECT * FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::text[],
-        $10::text[], $11::int[], $12::text[], $13::text[], $14::timestamptz[])
+        $10::text[], $11::int[], $12::timestamptz[], $13::text[], $14::text[])
         AS e (event_id, cost, input_tokens, output_tokens, model, provider, status, latency_ms,
-            error_code, error_message, occurred_at)
+            occurred_at, error_code, error_message)  -- UsageRow's fields, in order
 ), new AS (
     INSERT INTO usage_event_ids (agent_id, event_id) SELECT $1, event_id FROM input
     ON CONFLICT DO NOTHING RETURNING event_id
@@ -84,23 +84,8 @@ async def insert_new(
     Call under the agent's row lock: an event id is then decided by one transaction at a time.
     """
     unique = list({event.event_id: event for event in reversed(events)}.values())[::-1]
-    rows = await conn.fetch(
-        _INSERT,
-        agent_id,
-        lease_id,
-        source,
-        [e.event_id for e in unique],
-        [e.cost for e in unique],
-        [e.input_tokens for e in unique],
-        [e.output_tokens for e in unique],
-        [e.model for e in unique],
-        [e.provider for e in unique],
-        [e.status for e in unique],
-        [e.latency_ms for e in unique],
-        [e.error_code for e in unique],
-        [e.error_message for e in unique],
-        [e.occurred_at for e in unique],
-    )
+    columns = zip(*unique, strict=True) if unique else [()] * len(UsageRow._fields)
+    rows = await conn.fetch(_INSERT, agent_id, lease_id, source, *columns)
     new = {row["event_id"] for row in rows}
     return [event for event in unique if event.event_id in new]
 

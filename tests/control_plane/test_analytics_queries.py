@@ -682,7 +682,7 @@ async def test_a_user_never_sees_another_users_agents(
 
 
 async def test_events_on_a_period_boundary_belong_to_the_period_that_starts_there(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], roles_agent: AgentHandle
+    client: httpx.AsyncClient, admin_headers: dict[str, str], fresh_agent: AgentHandle
 ) -> None:
     today = day_of(datetime.now(UTC))
     events = [
@@ -706,26 +706,26 @@ async def test_events_on_a_period_boundary_belong_to_the_period_that_starts_ther
             for n, e in enumerate(events)
         ]
     }
-    assert (await client.post(f"{BASE}/events", headers=roles_agent.headers, json=body)).status_code == 202
+    assert (await client.post(f"{BASE}/events", headers=fresh_agent.headers, json=body)).status_code == 202
     totals = {}
     for period in ("yesterday", "today"):
-        params = {"period": period, "agent_id": roles_agent.id}
+        params = {"period": period, "agent_id": fresh_agent.id}
         response = await client.get(f"{BASE}/spending/total", headers=admin_headers, params=params)
         totals[period] = response.json()["cost_micros"]
     start = iso(today + timedelta(days=1) - MS)
-    custom = {"from": start, "to": iso(today + timedelta(days=1)), "agent_id": roles_agent.id}
+    custom = {"from": start, "to": iso(today + timedelta(days=1)), "agent_id": fresh_agent.id}
     response = await client.get(f"{BASE}/spending/total", headers=admin_headers, params=custom)
     totals["last millisecond of today"] = response.json()["cost_micros"]
     assert totals == {"yesterday": 1, "today": 110, "last millisecond of today": 100}
 
 
 @pytest.fixture
-async def roles_agent(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> AgentHandle:
+async def fresh_agent(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> AgentHandle:
     return await create_agent(client, admin_headers)
 
 
 async def test_the_histogram_median_is_within_its_bound(
-    client: httpx.AsyncClient, pool: asyncpg.Pool, roles_agent: AgentHandle
+    client: httpx.AsyncClient, pool: asyncpg.Pool, fresh_agent: AgentHandle
 ) -> None:
     """Above the exact limit the median comes from cost histograms: asked directly for one (limit 0)."""
     rng = random.Random(11)
@@ -745,9 +745,9 @@ async def test_the_histogram_median_is_within_its_bound(
             }
             for n, cost in enumerate(costs[start : start + 1000], start)
         ]
-        response = await client.post(f"{BASE}/events", headers=roles_agent.headers, json={"events": events})
+        response = await client.post(f"{BASE}/events", headers=fresh_agent.headers, json={"events": events})
         assert response.status_code == 202, response.text
-    window = Window(Scope([roles_agent.id]), now - timedelta(days=4), now + timedelta(seconds=1))
+    window = Window(Scope([fresh_agent.id]), now - timedelta(days=4), now + timedelta(seconds=1))
     exact = half_up(statistics.median(costs))
     async with repository.reading(pool) as conn:
         assert await service.median(conn, window, len(costs), min(costs), max(costs)) == (exact, True)

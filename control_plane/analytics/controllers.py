@@ -4,7 +4,9 @@ provider_id; see :mod:`control_plane.analytics.params`.
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+import dataclasses
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -170,8 +172,20 @@ def _share(part: int, whole: int | None) -> float:
     return round(100 * part / whole, 2) if whole else 0.0
 
 
-def _total_rows(rows: Sequence[asyncpg.Record]) -> int:
-    return int(rows[0]["total_rows"]) if rows else 0
+async def _groups(
+    query: _Query, fetch: Callable[[Order], Awaitable[list[asyncpg.Record]]]
+) -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
+    """A page of groups, and a row with the counts over all of them (``total_rows``, ...): the
+    page's first, or past the last page (no rows) the list's first, so those counts stay true."""
+    rows = await fetch(query.order)
+    if rows or query.order.offset == 0:
+        return rows, rows[0] if rows else None
+    first = await fetch(dataclasses.replace(query.order, limit=1, offset=0))
+    return rows, first[0] if first else None
+
+
+def _total_rows(totals: asyncpg.Record | None) -> int:
+    return int(totals["total_rows"]) if totals else 0
 
 
 def _money(micros: int) -> dict[str, Any]:
@@ -207,12 +221,13 @@ async def spending_by_agent(
     """Agents with usage in the period, by cost; ``share_percent`` is of the period's total."""
     async with _query(request, user, pool, sorting=_BY_AGENT) as query:
         measures = ("requests", "cost_micros")
-        rows = await repository.figures(query.conn, query.view.window, measures, ("agent_id",), query.order)
+        fetch = functools.partial(repository.figures, query.conn, query.view.window, measures, ("agent_id",))
+        rows, totals = await _groups(query, fetch)
     data = [
         AgentSpending(agent_id=row["agent_id"], agent_name=row["agent_name"], **_spending(row))
         for row in rows
     ]
-    return _page(data, query, _total_rows(rows))
+    return _page(data, query, _total_rows(totals))
 
 
 _BY_PROVIDER: Final = _Sorting(
@@ -227,7 +242,8 @@ async def spending_by_provider(
     """Cost per provider label reported (lower case), with the providers that label names."""
     async with _query(request, user, pool, sorting=_BY_PROVIDER) as query:
         measures = ("requests", "cost_micros")
-        rows = await repository.figures(query.conn, query.view.window, measures, ("provider",), query.order)
+        fetch = functools.partial(repository.figures, query.conn, query.view.window, measures, ("provider",))
+        rows, totals = await _groups(query, fetch)
         ids = await repository.providers_by_label(query.conn, [row["provider"] for row in rows])
     data = [
         ProviderSpending(
@@ -235,7 +251,7 @@ async def spending_by_provider(
         )
         for row in rows
     ]
-    return _page(data, query, _total_rows(rows))
+    return _page(data, query, _total_rows(totals))
 
 
 def _per_call(micros: int | None) -> tuple[float | None, int | None]:
@@ -287,7 +303,8 @@ async def budget_status(
     50-79, high 80-94, critical 95-99, exhausted 100 or more, or no budget), and their cost in
     the period; ``risk_counts`` counts every agent in scope."""
     async with _query(request, user, pool, sorting=_STATUS) as query:
-        rows = await repository.budget_status(query.conn, query.view.window, query.order)
+        fetch = functools.partial(repository.budget_status, query.conn, query.view.window)
+        rows, totals = await _groups(query, fetch)
     data = []
     for row in rows:
         budget, spent = row["budget_micros"], row["spent_micros"]
@@ -308,8 +325,8 @@ async def budget_status(
                 period_cost_micros=row["period_cost_micros"],
             )
         )
-    counts = RiskCounts(**{risk: int(rows[0][f"risk_{risk}"]) if rows else 0 for risk in repository.RISKS})
-    page = _page(data, query, _total_rows(rows))
+    counts = RiskCounts(**{risk: int(totals[f"risk_{risk}"]) if totals else 0 for risk in repository.RISKS})
+    page = _page(data, query, _total_rows(totals))
     return BudgetStatusPage(data=data, pagination=page.pagination, period=page.period, risk_counts=counts)
 
 
@@ -349,9 +366,10 @@ async def usage_tokens_by_agent(
 ) -> PeriodPage[AgentTokens]:
     measures = ("requests", "input_tokens", "output_tokens", "total_tokens")
     async with _query(request, user, pool, sorting=_TOKENS) as query:
-        rows = await repository.figures(query.conn, query.view.window, measures, ("agent_id",), query.order)
+        fetch = functools.partial(repository.figures, query.conn, query.view.window, measures, ("agent_id",))
+        rows, totals = await _groups(query, fetch)
     data = [AgentTokens(**{key: row[key] for key in ("agent_id", "agent_name", *measures)}) for row in rows]
-    return _page(data, query, _total_rows(rows))
+    return _page(data, query, _total_rows(totals))
 
 
 _MODELS: Final = _Sorting(
@@ -377,7 +395,9 @@ async def usage_models(
     """Calls per provider label and model."""
     async with _query(request, user, pool, sorting=_MODELS) as query:
         by = ("provider", "model")
-        rows = await repository.figures(query.conn, query.view.window, _MODEL_MEASURES, by, query.order)
+        rows, totals = await _groups(
+            query, functools.partial(repository.figures, query.conn, query.view.window, _MODEL_MEASURES, by)
+        )
     data = [
         ModelUsage(
             provider=row["provider"],
@@ -391,7 +411,7 @@ async def usage_models(
         )
         for row in rows
     ]
-    return _page(data, query, _total_rows(rows))
+    return _page(data, query, _total_rows(totals))
 
 
 def _average(total: int, count: int) -> float | None:

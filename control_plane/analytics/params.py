@@ -79,8 +79,8 @@ def read(query: Mapping[str, str], now: datetime, errors: dict[str, str]) -> Ask
     start, end = _time(query, "from", errors), _time(query, "to", errors)
     if period is not None and ("from" in query or "to" in query):
         errors["period"] = "Give a period or from/to, not both"
-    if "to" in query and "from" not in query:
-        errors["from"] = "Required with to"
+    if "to" in query and "from" not in query:  # the parameter given is the one at fault
+        errors.setdefault("to", "Needs from")
     if start is not None:
         end = end or now
         if start >= end:

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import secrets
 import socket
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,13 +15,33 @@ import asyncpg
 import httpx
 import jwt
 from litestar import Litestar
+from litestar.routes import HTTPRoute
 
 from control_plane.auth.secrets import hash_password
 from control_plane.budget.sweeper import run_sweeper
+from control_plane.lib.pagination import Page
 from iron import ids
 from iron.timefmt import utcnow
 from tests.conftest import FAKE_PROVIDER_KEY, AgentHandle, login
 from tests.ledger_checks import ALL_TABLES
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+def paginated_lists(app: Litestar) -> set[str]:
+    """Every path with a GET whose handler returns a ``Page`` or a subclass of it (a page with
+    more top-level fields, e.g. analytics' ``PeriodPage``)."""
+    found = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            returned = handler.parsed_fn_signature.return_type.annotation
+            returned = typing.get_origin(returned) or returned
+            if "GET" in handler.http_methods and isinstance(returned, type) and issubclass(returned, Page):
+                found.add(route.path_format)
+    return found
+
 
 # --- responses and state -----------------------------------------------------------------------
 

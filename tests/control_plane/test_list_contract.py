@@ -1,9 +1,11 @@
 """The list contract of DESIGN.md section 3, the same test for every paginated list of the app.
 
-Each list is found in the route table (a GET whose handler returns a ``Page``) and must have an
-entry in :data:`LISTS`; the test fails for a list that has none. An entry says how to make three
-items that one query (``narrow``) selects exactly, a sortable field with distinct values, and a
-bad value of each filter. Every list then gets the same checks: the empty shape, pages that
+Each list is found in the route table (a GET whose handler returns a ``Page`` or a subclass of
+it) and must have an entry in :data:`LISTS`; the test fails for a list that has none. An entry
+says how to make three items that one query (``narrow``) selects exactly, a sortable field with
+distinct values, a bad value of each filter, and, where they differ from the usual, the field
+that identifies an item and the top-level fields a page has besides ``data`` and ``pagination``
+(its schema documents them). Every list then gets the same checks: the empty shape, pages that
 neither overlap nor leave gaps, a page past the end, ``per_page`` bounds, every bad parameter
 reported at once, sorting both ways, case-insensitive search with literal wildcards, and that
 each filter narrows. The filters in the table are also the ones the OpenAPI document lists.
@@ -12,26 +14,26 @@ To cover a new list: add an entry whose ``seed`` makes its three items (see the 
 """
 
 import secrets
-import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
-from litestar.routes import HTTPRoute
 
 from control_plane.lib import openapi
-from control_plane.lib.pagination import Page
 from iron import ids
+from iron.timefmt import iso
 from tests.control_plane.helpers import (
     Person,
     assert_error,
     create_agent,
     create_project,
     make_person,
+    paginated_lists,
 )
 
 WHY = "A longer evaluation run needs more budget than planned."
@@ -74,6 +76,10 @@ class ListSpec:
     key: Callable[[dict[str, Any]], Any]
     #: Every filter and a value it must refuse.
     bad: dict[str, str]
+    #: The field that identifies an item.
+    id: str = "id"
+    #: Top-level fields besides ``data`` and ``pagination``.
+    extra: frozenset[str] = field(default_factory=frozenset)
 
 
 # --- seeds -----------------------------------------------------------------------------------------
@@ -172,6 +178,51 @@ async def audit_logs(ctx: Context) -> Seeded:
     )
 
 
+def analytics(by_agent: bool, narrowing: bool = True) -> Callable[[Context], Awaitable[Seeded]]:
+    """Three agents of a project, each with one call a day apart: agent ``n`` spends and uses
+    more with ``n`` and calls provider label, model and event id ``name(n)``. The items are the
+    agents (``by_agent``) or those names; without ``narrowing`` the period and provider narrow
+    only figures, not items."""
+
+    async def seed(ctx: Context) -> Seeded:
+        project = (await create_project(ctx.client, ctx.admin.headers))["id"]
+        empty = (await create_project(ctx.client, ctx.admin.headers))["id"]
+        body = {
+            "name": ctx.name(1),
+            "type": "cohere",
+            "endpoint": "https://llm.example/v1",
+            "credentials": {"api_key": "sk-listed"},
+        }
+        provider = (await ctx.call("POST", "/api/v1/providers", body, 201))["id"]
+        now = datetime.now(UTC)
+        agents = []
+        for n in range(3):
+            agent = await create_agent(
+                ctx.client, ctx.admin.headers, 10 * (n + 1), name=ctx.name(n), project_id=project
+            )
+            event = {
+                "event_id": ctx.name(n),
+                "event_type": "llm_request_completed",
+                "timestamp_ms": int((now - timedelta(days=n + 1)).timestamp() * 1000),
+                "cost_micros": 1000 * (n + 1),
+                "input_tokens": 100 * (n + 1),
+                "output_tokens": 10,
+                "model": ctx.name(n),
+                "provider": ctx.name(n),
+            }
+            response = await ctx.client.post("/api/v1/analytics/events", headers=agent.headers, json=event)
+            assert response.status_code == 202, response.text
+            agents.append(agent.id)
+        made = agents if by_agent else [ctx.name(n) for n in range(3)]
+        narrowed = [(f"agent_id={agents[1]}", {made[1]})]
+        if narrowing:
+            since = iso(now - timedelta(days=2, hours=12))
+            narrowed += [(f"provider_id={provider}", {made[1]}), (f"from={since}", set(made[:2]))]
+        return Seeded(made, f"project_id={project}", f"project_id={empty}", narrowed)
+
+    return seed
+
+
 SEARCH_BAD = "s" * 201
 BUDGET_REQUESTS = ListSpec(
     budget_requests,
@@ -179,6 +230,21 @@ BUDGET_REQUESTS = ListSpec(
     lambda item: item["requested_budget"],
     {"status": "granted", "agent_id": "agent-1", "search": SEARCH_BAD},
 )
+
+ANALYTICS_BAD = {
+    "period": "weekly",
+    "from": "yesterday",
+    "to": "2026-13-01",
+    "agent_id": "a1",
+    "project_id": "proj_x",
+    "provider_id": ids.new_id(ids.AGENT),
+}
+PERIOD = frozenset({"period"})
+
+
+def analytics_list(seed: Callable[[Context], Awaitable[Seeded]], sort: str, key: str, id_: str) -> ListSpec:
+    return ListSpec(seed, sort, lambda item: item[key], ANALYTICS_BAD, id_, PERIOD)
+
 
 #: Every paginated list of the app, by path.
 LISTS: dict[str, ListSpec] = {
@@ -225,31 +291,40 @@ LISTS: dict[str, ListSpec] = {
             "end_date": "2025-13-01",
         },
     ),
+    "/api/v1/analytics/spending/by-agent": analytics_list(analytics(True), "cost", "cost_micros", "agent_id"),
+    "/api/v1/analytics/spending/by-provider": analytics_list(
+        analytics(False), "cost", "cost_micros", "provider"
+    ),
+    "/api/v1/analytics/budget/status": ListSpec(
+        analytics(True, narrowing=False),
+        "budget",
+        lambda item: item["budget_micros"],
+        ANALYTICS_BAD,
+        "agent_id",
+        PERIOD | {"risk_counts"},
+    ),
+    "/api/v1/analytics/usage/tokens/by-agent": analytics_list(
+        analytics(True), "total_tokens", "total_tokens", "agent_id"
+    ),
+    "/api/v1/analytics/usage/models": analytics_list(analytics(False), "cost", "cost_micros", "model"),
+    "/api/v1/analytics/events": analytics_list(analytics(False), "timestamp", "timestamp", "event_id"),
 }
 
 
 # --- the contract ----------------------------------------------------------------------------------
 
 
-def paginated_lists(app: Litestar) -> set[str]:
-    """Every path with a GET whose handler returns a ``Page``."""
-    return {
-        route.path_format
-        for route in app.routes
-        if isinstance(route, HTTPRoute)
-        for handler in route.route_handlers
-        if "GET" in handler.http_methods
-        and typing.get_origin(handler.parsed_fn_signature.return_type.annotation) is Page
-    }
-
-
-def test_every_list_of_the_app_is_covered_and_its_filters_documented(app: Litestar) -> None:
+def test_every_list_of_the_app_is_covered_and_its_filters_and_fields_documented(app: Litestar) -> None:
     assert paginated_lists(app) == set(LISTS)
     document = openapi.document(app)
+    schemas = document["components"]["schemas"]
     for path, spec in LISTS.items():
-        parameters = document["paths"][path]["get"]["parameters"]
-        documented = {p["name"] for p in parameters if p["in"] == "query"}
+        operation = document["paths"][path]["get"]
+        documented = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
         assert documented == {"page", "per_page", "sort", *spec.bad}, path
+        ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        page = schemas[ref.removeprefix("#/components/schemas/")]
+        assert set(page["properties"]) == set(page["required"]) == {"data", "pagination", *spec.extra}, path
 
 
 @pytest.fixture(scope="module")
@@ -270,17 +345,22 @@ async def test_the_list_contract(
         response = await client.get(f"{path}?{query}", headers=admin.headers)
         assert response.status_code == 200, (query, response.text)
         body: dict[str, Any] = response.json()
-        assert set(body) == {"data", "pagination"}, body
+        assert set(body) == {"data", "pagination", *spec.extra}, body
         return body
 
+    async def shape(query: str) -> dict[str, Any]:
+        """The list's data and pagination, without its extra fields."""
+        body = await listed(query)
+        return {"data": body["data"], "pagination": body["pagination"]}
+
     def page_ids(body: dict[str, Any]) -> list[str]:
-        return [item["id"] for item in body["data"]]
+        return [item[spec.id] for item in body["data"]]
 
     def pagination(page: int, per_page: int, total: int, pages: int) -> dict[str, int]:
         return {"page": page, "per_page": per_page, "total": total, "total_pages": pages}
 
     # empty, everything, pages without overlap or gap, a page past the end
-    assert await listed(seeded.nothing) == {"data": [], "pagination": pagination(1, 50, 0, 0)}
+    assert await shape(seeded.nothing) == {"data": [], "pagination": pagination(1, 50, 0, 0)}
     everything = await listed(seeded.narrow)
     assert sorted(page_ids(everything)) == sorted(seeded.ids)
     assert everything["pagination"] == pagination(1, 50, 3, 1)
@@ -291,7 +371,8 @@ async def test_the_list_contract(
     assert (first["pagination"], second["pagination"]) == (pagination(1, 2, 3, 2), pagination(2, 2, 3, 2))
     assert page_ids(first) + page_ids(second) == page_ids(everything)
     past = await listed(f"{seeded.narrow}&per_page=2&page=7")
-    assert past == {"data": [], "pagination": pagination(7, 2, 3, 2)}
+    assert (past["data"], past["pagination"]) == ([], pagination(7, 2, 3, 2))
+    assert {name: past[name] for name in spec.extra} == {name: everything[name] for name in spec.extra}
     for per_page in (1, 100):
         assert (await listed(f"{seeded.narrow}&per_page={per_page}"))["pagination"]["per_page"] == per_page
 

@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +65,7 @@ from bench.loadgen import (
     summary,
     tree_cpu_s,
 )
+from iron.embedded import free_port
 from sidecar.http import HttpServer, Reply, Request
 from sidecar.scripts import LuaScript, ScriptClient
 
@@ -386,16 +386,10 @@ async def _serve_sidecar_http(port: int) -> None:
         await close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _server(stack: Stack) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """Run the stack's server as a subprocess in its own session; yield (process, port)."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and fixed arguments
             stack.argv(port), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

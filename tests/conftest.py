@@ -3,7 +3,6 @@
 import asyncio
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from litestar import Litestar
 
 from control_plane.app import create_app
 from control_plane.settings import Settings
-from iron.embedded import ServiceUrls, default_data_root, scratch_database, services
+from iron.embedded import ServiceUrls, default_data_root, free_port, scratch_database, services
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -165,20 +164,13 @@ def make_agent(client: httpx.AsyncClient, admin_headers: dict[str, str], provide
     return make
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def control_plane_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
     """Two real control-plane processes on the test database, for cross-process races."""
     procs, urls = [], []
     try:
         for _ in range(2):
-            port = _free_port()
+            port = free_port()
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "control_plane", "--port", str(port)],

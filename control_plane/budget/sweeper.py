@@ -35,9 +35,10 @@ def _steps(publisher: Publisher | None) -> tuple[tuple[str, Callable[[asyncpg.Po
 
 
 async def run_sweeper(pool: asyncpg.Pool, interval_s: float, publisher: Publisher | None = None) -> None:
+    steps = _steps(publisher)
     while True:
         await asyncio.sleep(interval_s)
-        for what, step in _steps(publisher):
+        for what, step in steps:
             try:
                 done = await step(pool)
             except (OSError, asyncpg.PostgresError) as exc:

@@ -4,7 +4,6 @@ envelope, table fingerprints and the audit entries of one request."""
 import asyncio
 import contextlib
 import secrets
-import socket
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -177,13 +176,6 @@ async def client_at(app: Litestar, ip: str) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=(ip, 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://control-plane") as http:
         yield http
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def fresh_ip() -> str:

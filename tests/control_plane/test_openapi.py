@@ -40,10 +40,10 @@ from control_plane.app import create_app
 from control_plane.lib import openapi
 from control_plane.lib.pagination import Page
 from control_plane.settings import Settings
-from iron.embedded import EmbeddedValkey, ServiceUrls, scratch_database
+from iron.embedded import EmbeddedValkey, ServiceUrls, free_port, scratch_database
 from iron.validation import decode
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, FAKE_PROVIDER_KEY
-from tests.control_plane.helpers import free_port, paginated_lists
+from tests.control_plane.helpers import paginated_lists
 
 EXAMPLES = int(os.environ.get("IRON_SCHEMATHESIS_EXAMPLES", "10"))
 NEGATIVE_EXAMPLES = max(EXAMPLES // 3, 2)

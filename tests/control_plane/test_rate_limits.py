@@ -26,7 +26,8 @@ from control_plane.lib import ratelimit
 from control_plane.lib.ratelimit import SCOPES, RateLimits, Rule, category_of
 from control_plane.settings import SettingsError
 from iron import ids
-from tests.control_plane.helpers import create_agent, free_port, make_person
+from iron.embedded import free_port
+from tests.control_plane.helpers import create_agent, make_person
 
 
 @pytest.fixture

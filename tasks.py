@@ -3,7 +3,7 @@
 
     python3 tasks.py demo [args]    start the system (python -m iron.demo)
     python3 tasks.py test [args]    run the tests (python -m pytest)
-    python3 tasks.py lint [paths]   ruff check + ruff format --check
+    python3 tasks.py lint [paths]   ruff check + ruff format --check, then mypy
     python3 tasks.py serve [args]   run the control plane (python -m control_plane)
     python3 tasks.py bench [args]   run the benchmarks (python -m bench all)
 
@@ -29,7 +29,7 @@ SHARED_TMP = Path("/var/tmp")  # noqa: S108 - survives reboots; ownership checke
 COMMANDS = {
     "demo": ("start the system", ["-m", "iron.demo"]),
     "test": ("run the tests", ["-m", "pytest"]),
-    "lint": ("ruff check + ruff format --check", None),
+    "lint": ("ruff check + ruff format --check, then mypy", None),
     "serve": ("run the control plane", ["-m", "control_plane"]),
     "bench": ("run the benchmarks (python -m bench all)", ["-m", "bench", "all"]),
 }
@@ -92,13 +92,10 @@ def main(argv: list[str]) -> int:
     python = str(ensure_venv())
     os.chdir(ROOT)
     module_args = COMMANDS[task][1]
-    if module_args is None:  # lint: run both checks, report both
+    if module_args is None:  # lint: run every check, report them all
         paths = extra or ["."]
-        checks = [["check", *paths], ["format", "--check", *paths]]
-        codes = [
-            subprocess.run([python, "-m", "ruff", *c], check=False).returncode  # noqa: S603
-            for c in checks
-        ]
+        checks = [["ruff", "check", *paths], ["ruff", "format", "--check", *paths], ["mypy"]]
+        codes = [subprocess.run([python, "-m", *c], check=False).returncode for c in checks]  # noqa: S603
         return max(codes)
     # exec: signals (Ctrl-C) and the exit code go straight to/from the task
     os.execv(python, [python, *module_args, *extra])  # noqa: S606

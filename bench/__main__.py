@@ -35,7 +35,7 @@ from iron.demo import NAMES, AgentRun, _budgets, admin_credentials, set_up
 from iron.embedded import default_data_root, free_port, scratch_database, services
 from iron.fake_llm import API_KEY_ENV
 from iron.money import charge_micros, grant_micros
-from iron.processes import Children, wait_ready
+from iron.processes import Children, start_control_planes, wait_ready
 
 HOST = "127.0.0.1"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,11 +76,14 @@ async def _locust(scenario: str, host: str, args: argparse.Namespace, log_dir: P
 async def _ledger(database_url: str, agent_ids: list[str], commits: int, cost_usd: float) -> dict[str, Any]:
     connection = await asyncpg.connect(database_url)
     try:
-        spent, outstanding = await connection.fetchrow(
-            "SELECT coalesce(sum(spent_micros), 0)::bigint, coalesce(sum(outstanding_micros), 0)::bigint"
+        totals = await connection.fetchrow(
+            "SELECT coalesce(sum(spent_micros), 0)::bigint AS spent,"
+            " coalesce(sum(outstanding_micros), 0)::bigint AS outstanding"
             " FROM agents WHERE id = ANY($1::text[])",
             agent_ids,
         )
+        assert totals is not None  # an aggregate has one row
+        spent, outstanding = totals["spent"], totals["outstanding"]
     finally:
         await connection.close()
     expected = commits * charge_micros(cost_usd)
@@ -98,15 +101,14 @@ async def _start(
     children: Children, redis_url: str, database_url: str, sidecars: int
 ) -> tuple[str, list[AgentRun]]:
     """A control plane, the runtime agents (seeded as the demo seeds them) and a sidecar for each."""
-    control_plane = f"http://{HOST}:{free_port()}"
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **_admin_env()}
     # locust's admin and dashboard users share one admin account: the per-user limits would
     # measure the limiter, which has tests of its own
-    env["IRON_RATE_LIMITS"] = "off"
-    children.start("control-plane", ["control_plane", "--port", control_plane.rsplit(":", 1)[1]], env)
+    no_limits = {"IRON_RATE_LIMITS": "off"}
+    (control_plane,) = await start_control_planes(
+        children, database_url, redis_url, admin_credentials(), settings=no_limits
+    )
     agents = [AgentRun(NAMES[n], grant_micros(RUNTIME_AGENT_USD)) for n in range(sidecars)]
     async with httpx.AsyncClient(base_url=control_plane, timeout=30) as http:
-        await wait_ready(http, children, "control-plane", f"{control_plane}/api/health")
         # the provider is never called: the runtime scenario simulates the LLM
         await set_up(http, "http://fake-llm.invalid/v1", "sk-bench-unused", secrets.token_hex(3), agents)
         for agent in agents:

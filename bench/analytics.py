@@ -33,8 +33,9 @@ import uvloop
 from bench.loadgen import percentile_ms
 from control_plane.auth.secrets import hash_password
 from iron import ids
-from iron.embedded import default_data_root, free_port, scratch_database, services
-from iron.processes import Children, wait_ready
+from iron.analytics import QUERIES
+from iron.embedded import default_data_root, scratch_database, services
+from iron.processes import Children, start_control_planes
 from iron.timefmt import iso, utcnow
 
 HOST: Final = "127.0.0.1"
@@ -233,18 +234,7 @@ async def _load(database_url: str, world: World, args: argparse.Namespace, now: 
 
 # --- queries -----------------------------------------------------------------------------------
 
-ENDPOINTS: Final = (
-    "spending/total",
-    "spending/by-agent",
-    "spending/by-provider",
-    "spending/avg-per-request",
-    "spending/timeseries",
-    "budget/status",
-    "usage/requests",
-    "usage/tokens/by-agent",
-    "usage/models",
-    "events",
-)
+ENDPOINTS: Final = QUERIES
 
 
 def _scenarios(world: World, now: datetime) -> list[tuple[str, str, dict[str, str]]]:
@@ -391,18 +381,9 @@ async def _login(http: httpx.AsyncClient, email: str, password: str) -> str:
 async def _run(
     children: Children, redis_url: str, database_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "IRON_BOOTSTRAP_ADMIN_EMAIL": ADMIN[0],
-        "IRON_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
-        "IRON_RATE_LIMITS": "off",  # the analytics class allows 20 queries a minute
-    }
-    children.start("control-plane", ["control_plane", "--port", str(port)], env)
+    no_limits = {"IRON_RATE_LIMITS": "off"}  # the analytics class allows 20 queries a minute
+    (url,) = await start_control_planes(children, database_url, redis_url, ADMIN, settings=no_limits)
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-        await wait_ready(http, children, "control-plane", f"{url}/api/health")
         db = await asyncpg.connect(database_url)
         try:
             world = await _world(db, http, args)

@@ -62,7 +62,7 @@ from bench.loadgen import (
 )
 from iron.embedded import default_data_root, free_port, scratch_database, services
 from iron.money import charge_micros
-from iron.processes import Children, wait_ready
+from iron.processes import Children, start_control_planes, wait_ready
 from sidecar.http import HttpServer, Reply, Request
 from sidecar.scripts import ScriptClient
 from sidecar.store import CommitOutcome, LeaseStore, ReserveOutcome, UsageEvent
@@ -311,19 +311,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 async def _targets(
     children: Children, redis_url: str, database_url: str, args: argparse.Namespace
 ) -> dict[str, Any]:
-    cp_port = free_port()
-    control_plane = f"http://{HOST}:{cp_port}"
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "IRON_BOOTSTRAP_ADMIN_EMAIL": ADMIN[0],
-        "IRON_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
-    }
-    children.start("control-plane", ["control_plane", "--port", str(cp_port)], env)
+    (control_plane,) = await start_control_planes(children, database_url, redis_url, ADMIN)
     cp_pid = children.procs["control-plane"].pid
     info = redis.Redis.from_url(redis_url)
     async with httpx.AsyncClient(base_url=control_plane, timeout=30) as http:
-        await wait_ready(http, children, "control-plane", f"{control_plane}/api/health")
         login = await http.post("/api/v1/auth/login", json={"email": ADMIN[0], "password": ADMIN[1]})
         http.headers["Authorization"] = f"Bearer {login.raise_for_status().json()['user_token']}"
         agent = (
@@ -418,6 +409,39 @@ def goals(targets: dict[str, Any], rate: float) -> list[dict[str, Any]]:
     return [{"goal": goal, "value": value, "target": target, "met": met} for goal, value, target, met in rows]
 
 
+def cpu_bound(targets: dict[str, Any], cores: int) -> dict[str, float] | None:
+    """About the most pairs/s any sidecar could sustain here, from this run's CPU figures.
+
+    A sidecar does at least what the no-op server does plus drive the two scripts, which in
+    the Redis ceiling costs its generator ``script_client`` per pair (that loop's bookkeeping
+    included, so this errs high). Add what every pair costs elsewhere, the least this run
+    measured: Redis running the scripts, the control plane absorbing the journal, and the
+    generator. All of it shares the machine's cores, which divided by the sum cap throughput
+    however fast the sidecar's own code.
+    """
+    if "noop" not in targets or "redis" not in targets:
+        return None
+    side = targets["sidecar"]["closed"]["cpu_us_per_pair"]
+    noop = targets["noop"]["closed"]["cpu_us_per_pair"]
+    ceiling = targets["redis"]["closed"]["cpu_us_per_pair"]
+    parts = {
+        "server": noop.get("server", 0.0),
+        "script_client": ceiling.get("loadgen", 0.0),
+        "redis": min(side.get("redis", 0.0), ceiling.get("redis", 0.0)),
+        "control_plane": side.get("control_plane", 0.0),
+        "loadgen": min(side.get("loadgen", 0.0), noop.get("loadgen", 0.0)),
+    }
+    total = sum(parts.values())
+    if total <= 0:
+        return None
+    pairs = cores * 1e6 / total
+    return {
+        **{f"{k}_us": round(v, 1) for k, v in parts.items()},
+        "pairs_per_s": round(pairs),
+        "share_of_noop": round(pairs / targets["noop"]["closed"]["pairs_per_s"], 2),
+    }
+
+
 def _cpu_cell(shape: dict[str, Any]) -> str:
     us = shape["cpu_us_per_pair"]
     return " / ".join(
@@ -474,6 +498,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {o.get('loadgen', 0):.2f} / {c.get('loadgen', 0):.2f} "
             f"| {o.get('other', 0):.2f} / {c.get('other', 0):.2f} |"
         )
+    if bound := results.get("cpu_bound"):
+        lines += [
+            "",
+            "What bounds the share of the no-op: a sidecar costs at least the no-op server "
+            f"({bound['server_us']:g} µs per pair) plus a client driving the two scripts "
+            f"({bound['script_client_us']:g} µs, as in the Redis ceiling), and each pair costs Redis "
+            f"{bound['redis_us']:g} µs, the control plane {bound['control_plane_us']:g} µs and the generator "
+            f"{bound['loadgen_us']:g} µs (the least measured in this run). On the machine's {env['cpus']} "
+            f"cores, fully busy, that is about {bound['pairs_per_s']:,} pairs/s, "
+            f"{bound['share_of_noop']:.0%} of the no-op ceiling, for a sidecar with no code of its own.",
+        ]
     if "sidecar" in targets:
         lines += [
             "",
@@ -529,6 +564,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "targets": targets,
         "vs_sidecar": versus_sidecar(targets),
         "goals": goals(targets, args.rate),
+        "cpu_bound": cpu_bound(targets, os.cpu_count() or 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hot_path.md").write_text(markdown(results))

@@ -9,7 +9,8 @@ This script serves the same two endpoints on each candidate stack, one worker pr
 
 * ``litestar-uvicorn``: a Litestar app on uvicorn (uvloop + httptools, no access log);
 * ``asgi-uvicorn``: a plain ASGI callable (dict dispatch, no framework) on the same uvicorn;
-* ``asgi-granian``: the same plain ASGI callable on granian (``--interface asgi``, uvloop);
+* ``asgi-granian``: the same plain ASGI callable on granian (``--interface asgi``, uvloop; granian
+  is not a dependency: where it is not installed, its two stacks get one "not installed" row each);
 * ``rsgi-granian``: the same handlers on granian's native RSGI interface (uvloop);
 * ``sidecar-http``: the same handlers on the sidecar's own server (:mod:`sidecar.http`, httptools on
   uvloop, no ASGI), which replaced uvicorn on the hot path after ``python -m bench.hot_path``
@@ -33,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -70,7 +72,7 @@ from sidecar.http import HttpServer, Reply, Request
 from sidecar.scripts import LuaScript, ScriptClient
 
 if TYPE_CHECKING:
-    from granian.rsgi import HTTPProtocol, Scope  # type: ignore[attr-defined]
+    from granian.rsgi import HTTPProtocol, Scope  # type: ignore[attr-defined, import-not-found, unused-ignore]
 
 HOST: Final = "127.0.0.1"
 REDIS_URL: Final = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -288,6 +290,12 @@ class Stack:
     name: str
     argv: Callable[[int], list[str]]
     variants: tuple[str, ...] = tuple(VARIANT_PREFIX)
+    #: The server it runs on, where that is not a dependency of this project (granian): a stack
+    #: whose server is not installed is reported as such instead of failing the run.
+    optional_package: str | None = None
+
+    def installed(self) -> bool:
+        return self.optional_package is None or importlib.util.find_spec(self.optional_package) is not None
 
 
 def _uvicorn(factory: str) -> Callable[[int], list[str]]:
@@ -318,8 +326,8 @@ def _granian(interface: str, factory: str) -> Callable[[int], list[str]]:
 STACKS: Final = (
     Stack("litestar-uvicorn", _uvicorn("litestar_app")),
     Stack("asgi-uvicorn", _uvicorn("asgi_app")),
-    Stack("asgi-granian", _granian("asgi", "asgi_app")),
-    Stack("rsgi-granian", _granian("rsgi", "rsgi_app")),
+    Stack("asgi-granian", _granian("asgi", "asgi_app"), optional_package="granian"),
+    Stack("rsgi-granian", _granian("rsgi", "rsgi_app"), optional_package="granian"),
     Stack(
         "sidecar-http",
         lambda port: [sys.executable, "-m", "bench.http_stack", "--serve-sidecar-http", str(port)],
@@ -524,7 +532,10 @@ def _other_load(r: Result) -> float:
     return float(max(r.open_loop["cpu_cores_busy"]["other"], r.closed_loop["cpu_cores_busy"]["other"]))
 
 
-def _markdown(results: list[Result], args: argparse.Namespace) -> str:
+NOT_INSTALLED: Final = "not installed"
+
+
+def _markdown(results: list[Result], not_installed: list[str], args: argparse.Namespace) -> str:
     head = (
         f"| stack | variant | open {args.rate:g}/s p50 | p90 | p99 | p99.9 "
         f"| closed {args.closed_conns}c pairs/s | closed p50 | closed p99 "
@@ -542,6 +553,7 @@ def _markdown(results: list[Result], args: argparse.Namespace) -> str:
             f"| {cpu.get('server', 0):.0f} | {cpu.get('redis', 0):.0f} | {cpu.get('loadgen', 0):.0f} "
             f"| {other:.2f} | {target} |"
         )
+    rows += [f"| {name} | {NOT_INSTALLED} |" + " - |" * (head.count("|") - 3) for name in not_installed]
     return "\n".join(rows)
 
 
@@ -549,7 +561,7 @@ def _version(package: str) -> str:
     try:
         return version(package)
     except PackageNotFoundError:  # granian is not a dependency: its stacks run only where it is
-        return "not installed"
+        return NOT_INSTALLED
 
 
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
@@ -611,12 +623,11 @@ async def _bench_stack(stack: Stack, args: argparse.Namespace, budget: Budget) -
     return results
 
 
-async def _main(args: argparse.Namespace) -> list[Result]:
+async def _main(args: argparse.Namespace, stacks: list[Stack]) -> list[Result]:
     client = redis.Redis.from_url(REDIS_URL)
     client.script_load(LUA)
     client.delete(LEASE_KEY)
     try:
-        stacks = [s for s in STACKS if s.name in args.stacks]
         budget = Budget(
             deadline=time.monotonic() + args.budget - SERVER_START_S * len(stacks),
             measurements_left=sum(2 * len(_variants(s, args)) for s in stacks),
@@ -668,20 +679,24 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown stacks or variants: {', '.join(sorted(unknown))}")
 
     args.loadavg_at_start = os.getloadavg()
-    results = uvloop.run(_main(args))
-    table = _markdown(results, args)
+    chosen = [s for s in STACKS if s.name in args.stacks]
+    not_installed = [s.name for s in chosen if not s.installed()]
+    for name in not_installed:
+        print(f"{name}: {NOT_INSTALLED}, skipped", flush=True)
+    results = uvloop.run(_main(args, [s for s in chosen if s.name not in not_installed]))
+    table = _markdown(results, not_installed, args)
     env = _environment(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "http_stack.json").write_text(
-        json.dumps({"environment": env, "results": [asdict(r) for r in results]}, indent=2) + "\n"
-    )
+    report = {"environment": env, "results": [asdict(r) for r in results], "not_installed": not_installed}
+    (args.out / "http_stack.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "http_stack.md").write_text(
         "# HTTP stack for the sidecar hot path\n\n"
         "Generated by `python -m bench.http_stack`; latencies in ms per reserve+commit pair. "
         f"Target (rows that call Redis): open-loop p50 <= 0.5 and p99 <= 2 at {args.rate:g} pairs/s, "
         ">= 5,000 pairs/s closed loop. Variants: `redis-py` = redis.asyncio + hiredis "
         "`register_script`; `scripts` = `sidecar.scripts.ScriptClient` (pipelined); `noop` = no Redis "
-        "call. `floor-canned` is not a candidate: canned replies, the generator's own floor. "
+        "call. `floor-canned` is not a candidate: canned replies, the generator's own floor. A stack "
+        "whose server is not installed here has one row that says so. "
         "CPU columns: closed loop, µs of CPU per pair. Other load: cores busy with other processes "
         "during the row (noise; 2 cores in all).\n\n"
         f"{table}\n\n"

@@ -35,8 +35,8 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from iron import feed
-from iron.embedded import default_data_root, free_port, scratch_database, services
-from iron.processes import Children, wait_ready
+from iron.embedded import default_data_root, scratch_database, services
+from iron.processes import Children, start_control_planes
 from iron.realtime import Auth, encode
 
 HOST = "127.0.0.1"
@@ -277,22 +277,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     with services(default_data_root() / "bench") as urls:
         async with scratch_database(urls.database_url, "iron_fanout") as database_url:
             with Children(tmp) as children:
-                env = {
-                    "DATABASE_URL": database_url,
-                    "REDIS_URL": urls.redis_url,
-                    "IRON_BOOTSTRAP_ADMIN_EMAIL": ADMIN[0],
-                    "IRON_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1],
+                settings = {
                     "IRON_RATE_LIMITS": "off",
                     "IRON_DB_POOL_MIN": "10",  # opened at start, not while the sockets connect
                 }
-                replicas = []
-                for n in range(args.replicas):
-                    port = free_port()
-                    children.start(f"control-plane-{n}", ["control_plane", "--port", str(port)], env)
-                    replicas.append(f"http://{HOST}:{port}")
+                replicas = await start_control_planes(
+                    children, database_url, urls.redis_url, ADMIN, args.replicas, settings
+                )
                 async with httpx.AsyncClient(base_url=replicas[0], timeout=30) as http:
-                    for n, url in enumerate(replicas):
-                        await wait_ready(http, children, f"control-plane-{n}", f"{url}/api/health")
                     token, ic_token, lease_id = await _admin_and_agent(http)
                 workers = _start_workers(replicas, token, args, tmp)
                 try:

@@ -20,6 +20,20 @@ STATUS_OF: dict[str, UsageStatus] = {"llm_request_completed": "completed", "llm_
 EVENT_TYPE_OF: dict[str, EventType] = {"completed": "llm_request_completed", "failed": "llm_request_failed"}
 MAX_BATCH = 1000
 
+#: The read endpoints under ``/api/v1/analytics/`` (``GET``; ``events`` is also the ``POST`` of ingestion).
+QUERIES = (
+    "spending/total",
+    "spending/by-agent",
+    "spending/by-provider",
+    "spending/avg-per-request",
+    "spending/timeseries",
+    "budget/status",
+    "usage/requests",
+    "usage/tokens/by-agent",
+    "usage/models",
+    "events",
+)
+
 # Up to 9999-12-31T23:59:59.999Z, like an ISO timestamp.
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799_999)]
 CostMicros = Annotated[int, msgspec.Meta(ge=0, le=100_000_000_000)]  # CallCostUsd's bound

@@ -35,7 +35,7 @@ from control_plane.providers.schemas import Credentials, Provider, ProviderCreat
 from iron.embedded import default_data_root, free_port, services
 from iron.fake_llm import API_KEY_ENV, PRICES, ChatCompletion, ChatRequest, Message, cost_micros, count_tokens
 from iron.money import charge_micros, grant_micros, usd
-from iron.processes import Children, StartFailed, wait_ready
+from iron.processes import Children, StartFailed, start_control_planes, wait_ready
 from sidecar.client import AsyncSidecarClient, BudgetExhausted
 from sidecar.schemas import BudgetView
 
@@ -324,27 +324,16 @@ async def run(
 ) -> bool:
     tag = secrets.token_hex(3)
     provider_key = f"sk-fake-{secrets.token_hex(16)}"  # only the fake provider and the control plane see it
-    cp_port, llm_port = free_port(), free_port()
-    control_plane = f"http://127.0.0.1:{cp_port}"
+    llm_port = free_port()
     provider_url = f"http://127.0.0.1:{llm_port}/v1"
     email, password = admin_credentials()
-    children.start(
-        "control-plane",
-        ["control_plane", "--port", str(cp_port)],
-        {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "IRON_BOOTSTRAP_ADMIN_EMAIL": email,
-            "IRON_BOOTSTRAP_ADMIN_PASSWORD": password,
-        },
-    )
+    (control_plane,) = await start_control_planes(children, database_url, redis_url, (email, password))
     children.start("fake-llm", ["iron.fake_llm", "--port", str(llm_port)], {API_KEY_ENV: provider_key})
     agents = [
         AgentRun(NAMES[i], budget, runtimes_left=args.runtimes_per_agent)
         for i, budget in enumerate(args.budgets)
     ]
     async with httpx.AsyncClient(base_url=control_plane, timeout=10) as http:
-        await wait_ready(http, children, "control-plane", f"{control_plane}/api/health")
         await wait_ready(http, children, "fake-llm", provider_url)
         console.print(
             f"control plane on {control_plane} (admin {email}); fake LLM provider on {provider_url}"

@@ -19,7 +19,7 @@ from typing import Self
 
 import httpx
 
-from iron.embedded import parent_death_signal
+from iron.embedded import free_port, parent_death_signal
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -90,3 +90,32 @@ async def wait_ready(http: httpx.AsyncClient, children: Children, name: str, url
             state = f"exited with code {code}" if code is not None else "did not start in time"
             raise StartFailed(f"{name} {state}; its log ends with:\n{children.log_tail(name)}")
         await asyncio.sleep(0.1)
+
+
+async def start_control_planes(
+    children: Children,
+    database_url: str,
+    redis_url: str,
+    admin: tuple[str, str],
+    count: int = 1,
+    settings: dict[str, str] | None = None,
+) -> list[str]:
+    """``count`` control planes on one database and Redis, on free loopback ports, bootstrapping
+    ``admin`` (email, password) and with ``settings`` as further variables; their base URLs once
+    each answers its health check. They are named ``control-plane`` (``control-plane-N`` if several)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "IRON_BOOTSTRAP_ADMIN_EMAIL": admin[0],
+        "IRON_BOOTSTRAP_ADMIN_PASSWORD": admin[1],
+        **(settings or {}),
+    }
+    urls = {}
+    for n in range(count):
+        name, port = "control-plane" if count == 1 else f"control-plane-{n}", free_port()
+        children.start(name, ["control_plane", "--port", str(port)], env)
+        urls[name] = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=5) as http:
+        for name, url in urls.items():
+            await wait_ready(http, children, name, f"{url}/api/health")
+    return list(urls.values())

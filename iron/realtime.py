@@ -15,6 +15,9 @@ CLOSE_UNAUTHORIZED = 4401  # bad, expired or revoked token; suspended or deleted
 CLOSE_FORBIDDEN = 4403  # an IC token: the feed is for users
 CLOSE_AUTH_TIMEOUT = 4408  # no auth message in time
 CLOSE_TOO_SLOW = 4429  # the client read too slowly and its backlog overflowed
+# The protocol's own "try again later" (RFC 6455 registry): too many connection attempts or failed
+# handshakes from this address. A client reconnects with backoff, as after any other drop.
+CLOSE_RATE_LIMITED = 1013
 
 
 class Auth(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -97,6 +100,21 @@ class LeaseEvent(Message, tag="LEASE"):
     agent: AgentState
 
 
+AgentAction = Literal["created", "updated", "budget_changed", "deleted"]
+
+
+class AgentUpdated(Message, tag="AGENT_UPDATED"):
+    """Someone changed the agent itself (not its spending): ``agent`` is it after the change.
+
+    ``deleted``: the agent is gone (``agent`` is its last state). ``updated`` with an ``owner_id``
+    that is not the reader's: the agent went to another owner, and this reader no longer sees it.
+    """
+
+    action: AgentAction
+    agent_id: str
+    agent: AgentState
+
+
 class Heartbeat(Message, tag="HEARTBEAT"):
     pass
 
@@ -113,7 +131,9 @@ class Error(Message, tag="ERROR"):
     error: ErrorBody
 
 
-ServerMessage = StateUpdate | AgentEvent | CostAlert | BudgetRequestEvent | LeaseEvent | Heartbeat | Error
+ServerMessage = (
+    StateUpdate | AgentEvent | CostAlert | BudgetRequestEvent | LeaseEvent | AgentUpdated | Heartbeat | Error
+)
 
 encode = msgspec.json.Encoder().encode
 decode_server_message = msgspec.json.Decoder(ServerMessage).decode

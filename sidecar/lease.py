@@ -234,7 +234,11 @@ class LeaseManager:
     def _attach(self, agent_id: str) -> None:
         if self.store is None:
             self.store = LeaseStore(
-                self._redis, agent_id, hold_ms=self._settings.hold_ms, scripts=self._scripts
+                self._redis,
+                agent_id,
+                hold_ms=self._settings.hold_ms,
+                dedup_window_ms=self._settings.dedup_window_ms,
+                scripts=self._scripts,
             )
 
     def set_reachable(self, up: bool) -> None:

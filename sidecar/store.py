@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 __all__ = [
+    "DEFAULT_DEDUP_WINDOW_MS",
     "CommitOutcome",
     "CommitResult",
     "JournalEntry",
@@ -46,6 +47,9 @@ __all__ = [
 
 #: Holds released by one expire call when none is given; reserve.lua releases up to 32 itself.
 DEFAULT_EXPIRE_LIMIT: Final = 256
+
+#: How long a charged id is remembered, so that a replay within it charges nothing.
+DEFAULT_DEDUP_WINDOW_MS: Final = 3_600_000
 
 
 #: The repo's ``lua/`` folder: one definition of each script, shared by every sidecar.
@@ -211,7 +215,7 @@ class LeaseStore:
         agent_id: str,
         *,
         hold_ms: int = 60_000,
-        dedup_window_ms: int = 86_400_000,
+        dedup_window_ms: int = DEFAULT_DEDUP_WINDOW_MS,
         scripts: ScriptClient | None = None,
     ) -> None:
         """``scripts`` carries the hot path's Lua calls; by default a client of the same server."""

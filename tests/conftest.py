@@ -1,13 +1,11 @@
 """Fixtures: real PostgreSQL and Redis (the machine's, or embedded ones), a fresh database per run."""
 
 import asyncio
-import os
+import contextlib
 import secrets
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,10 +17,23 @@ from litestar import Litestar
 from control_plane.app import create_app
 from control_plane.settings import Settings
 from iron.embedded import ServiceUrls, default_data_root, free_port, scratch_database, services
+from tests.sidecar.fault_processes import ServerProcess, control_plane_argv
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct horse battery staple"
 FAKE_PROVIDER_KEY = "sk-test-provider-key-0123456789"
+
+
+def provider_body(name: str | None = None, key: str = FAKE_PROVIDER_KEY, **extra: Any) -> dict[str, Any]:
+    """A valid ``POST /api/v1/providers`` body (a fake OpenAI endpoint; nothing is ever called)."""
+    return {
+        "name": name or f"provider-{secrets.token_hex(4)}",
+        "type": "openai",
+        "endpoint": "https://api.openai.example/v1",
+        "credentials": {"api_key": key},
+        "models": ["gpt-4o-mini"],
+        **extra,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -107,15 +118,7 @@ async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def provider_id(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> str:
     response = await client.post(
-        "/api/v1/providers",
-        headers=admin_headers,
-        json={
-            "name": "openai-main",
-            "type": "openai",
-            "endpoint": "https://api.openai.example/v1",
-            "credentials": {"api_key": FAKE_PROVIDER_KEY},
-            "models": ["gpt-4o-mini"],
-        },
+        "/api/v1/providers", headers=admin_headers, json=provider_body("openai-main")
     )
     assert response.status_code == 201, response.text
     provider: str = response.json()["id"]
@@ -164,35 +167,38 @@ def make_agent(client: httpx.AsyncClient, admin_headers: dict[str, str], provide
     return make
 
 
-@pytest.fixture(scope="session")
-def control_plane_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
-    """Two real control-plane processes on the test database, for cross-process races."""
-    procs, urls = [], []
+async def start_control_plane(
+    env: dict[str, str], log_dir: Path, name: str, timeout_s: float = 30.0
+) -> ServerProcess:
+    """A real control-plane process with ``env`` added to this one's, once it answers its health
+    check; its output goes to ``log_dir``."""
+    port = free_port()
+    process = ServerProcess(name, control_plane_argv(port), env, port, log_dir, "/api/health")
+    return await process.start_ready(timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def control_planes(
+    env: dict[str, str], log_dir: Path, *names: str, timeout_s: float = 30.0
+) -> AsyncIterator[list[str]]:
+    """One control-plane process per name; their base URLs. All are stopped at the end, also when
+    one of them failed to start."""
+    started: list[ServerProcess] = []
     try:
-        for _ in range(2):
-            port = free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "control_plane", "--port", str(port)],
-                    env={**os.environ, **env},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("control plane did not start")
-                time.sleep(0.1)
+        for name in names:
+            started.append(await start_control_plane(env, log_dir, f"control-plane-{name}", timeout_s))
+        yield [process.url for process in started]
+    finally:
+        for process in started:
+            process.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def control_plane_processes(
+    env: dict[str, str], client: Any, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[list[str]]:
+    """Two real control-plane processes on the test database, for cross-process races (a minute
+    to start: the rest of the suite may be loading the machine)."""
+    log_dir = tmp_path_factory.mktemp("control-planes")
+    async with control_planes(env, log_dir, "1", "2", timeout_s=60.0) as urls:
         yield urls
-    finally:  # also when start-up failed: no process outlives the session
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)

@@ -38,6 +38,10 @@ def test_hot_path_runner_writes_every_target_and_the_ledgers_are_exact(
     goals = {goal["goal"]: goal for goal in results["goals"]}
     assert len(goals) == 5
     assert all(isinstance(goal["met"], bool) for goal in goals.values())
+    bound = results["cpu_bound"]  # what caps the share of the no-op, from the same run's CPU figures
+    parts = ("pairs_per_s", "server_us", "script_client_us", "redis_us", "loadgen_us")
+    assert min(bound[part] for part in parts) > 0
     table = (tmp_path / "hot_path.md").read_text()
+    assert "What bounds the share of the no-op" in table
     for label in TARGETS.values():
         assert f"| {label} |" in table

@@ -1,4 +1,4 @@
-"""What the locust scenarios share: their options, the final CSVs, and the admin's login.
+"""What the locust scenarios share: their options, the final CSVs, and the admin's session.
 
 Locust loads every ``*.py`` here not starting with ``_`` as a locustfile, so this
 module is imported by the scenarios rather than run as one; being imported once,
@@ -6,16 +6,31 @@ it adds its options to locust's parser once however many scenarios are loaded.
 """
 
 import csv
+from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from gevent.lock import Semaphore
 from locust import FastHttpUser, events
 from locust.argument_parser import LocustArgumentParser
+from locust.contrib.fasthttp import FastResponse
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-_session: dict[str, str] = {}
-_login_lock = Semaphore()
+from control_plane.auth.schemas import LoginRequest, LoginResponse, RefreshRequest
+
+
+@dataclass
+class _Session:
+    """The admin's session, one per locust process and shared by its users (see :func:`request`)."""
+
+    authorization: str = ""
+    refresh_token: str = ""
+
+
+_session = _Session()
+_session_lock = Semaphore()
+_JSON = {"Content-Type": "application/json"}
 
 
 @events.init_command_line_parser.add_listener
@@ -63,16 +78,60 @@ def options(user: FastHttpUser) -> Any:
     return user.environment.parsed_options
 
 
-def log_in(user: FastHttpUser) -> dict[str, str]:
-    """The headers that authenticate as the admin: one login per locust process, shared by its
-    users. Logging every user in at once would meet the control plane's login throttle, which
-    counts an attempt from an address until its password is checked and refuses a sixth in
-    flight; and the scenarios measure the API, not argon2."""
-    with _login_lock:
-        if not _session:
-            opts = options(user)
-            body = {"email": opts.admin_email, "password": opts.admin_password}
-            reply = user.client.post("/api/v1/auth/login", json=body)
-            reply.raise_for_status()
-            _session["Authorization"] = f"Bearer {reply.json()['user_token']}"
-    return dict(_session)
+def _post(user: FastHttpUser, path: str, body: msgspec.Struct) -> FastResponse:
+    reply: FastResponse = user.client.post(path, data=msgspec.json.encode(body), headers=_JSON)
+    return reply
+
+
+def _sign_in(user: FastHttpUser) -> None:
+    """Renew the session with its refresh token, or log in when there is none or it is refused
+    (expired or revoked); the caller holds ``_session_lock``."""
+    reply = None
+    if _session.refresh_token:
+        reply = _post(user, "/api/v1/auth/refresh", RefreshRequest(refresh_token=_session.refresh_token))
+    if reply is None or not reply.ok:
+        opts = options(user)
+        reply = _post(
+            user, "/api/v1/auth/login", LoginRequest(email=opts.admin_email, password=opts.admin_password)
+        )
+        reply.raise_for_status()
+    session = msgspec.json.decode(reply.content, type=LoginResponse)
+    _session.authorization = f"Bearer {session.user_token}"
+    _session.refresh_token = session.refresh_token
+
+
+def _authorization(user: FastHttpUser, stale: str = "") -> str:
+    """The session's bearer header: signed in on first use, and renewed when ``stale`` (a header
+    just refused) is still the current one, so one refusal renews once however many users saw it."""
+    with _session_lock:
+        if _session.authorization == stale:
+            _sign_in(user)
+        return _session.authorization
+
+
+def request(
+    user: FastHttpUser,
+    method: str,
+    path: str,
+    *,
+    name: str,
+    headers: dict[str, str] | None = None,
+    **kwargs: Any,
+) -> FastResponse:
+    """A request as the admin. One login per locust process, shared by its users: logging every
+    user in at once would meet the control plane's login throttle, which counts an attempt from
+    an address until its password is checked and refuses a sixth in flight; and the scenarios
+    measure the API, not argon2. A 401 (the access token expired, after an hour by default, or
+    was revoked) renews the session and the request is sent once more."""
+
+    def send(authorization: str) -> FastResponse:
+        reply: FastResponse = user.client.request(
+            method, path, name=name, headers={**(headers or {}), "Authorization": authorization}, **kwargs
+        )
+        return reply
+
+    authorization = _authorization(user)
+    reply = send(authorization)
+    if reply.status_code == 401:
+        reply = send(_authorization(user, stale=authorization))
+    return reply

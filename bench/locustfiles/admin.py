@@ -1,4 +1,4 @@
-"""Admins using the REST API: log in once, then browse agents, providers, budget requests and the
+"""Admins using the REST API (one shared session): browse agents, providers, budget requests and the
 audit log, and now and then file a budget request for their own agent and approve it.
 
 Responses are decoded into the control plane's own wire types, so a reply that breaks the
@@ -11,22 +11,21 @@ from typing import Any, TypeVar
 
 import msgspec
 from locust import FastHttpUser, between, task
-from locust.contrib.fasthttp import FastResponse
 
-from bench.locustfiles._common import log_in
+from bench.locustfiles._common import request
 from control_plane.agents.schemas import Agent, AgentCreate, AgentCreated
 from control_plane.lib.pagination import Page
 from control_plane.providers.schemas import Provider
 from control_plane.requests.schemas import BudgetRequest, BudgetRequestApprove, BudgetRequestCreate
 
 T = TypeVar("T")
+_JSON = {"Content-Type": "application/json"}
 
 
 class Admin(FastHttpUser):
     wait_time = between(0.2, 1.0)
 
     def on_start(self) -> None:
-        self.auth = {**log_in(self), "Content-Type": "application/json"}
         agent = AgentCreate(name=f"bench-admin-{secrets.token_hex(4)}", budget=100)
         created = self._call("POST", "/api/v1/agents", AgentCreated, agent)
         self.agent_id, self.budget = created.id, created.budget
@@ -37,9 +36,7 @@ class Admin(FastHttpUser):
         self, method: str, path: str, type_: type[T], body: msgspec.Struct | None = None, name: str = ""
     ) -> T:
         content = None if body is None else msgspec.json.encode(body)
-        reply: FastResponse = self.client.request(
-            method, path, data=content, headers=self.auth, name=name or path
-        )
+        reply = request(self, method, path, name=name or path, data=content, headers=_JSON)
         reply.raise_for_status()
         return msgspec.json.decode(reply.content, type=type_)
 

@@ -1,4 +1,4 @@
-"""Dashboard viewers: log in once, then poll the analytics and the agent table every few seconds.
+"""Dashboard viewers on the shared admin session: poll the analytics and the agent table every 2 s.
 
 Each analytics endpoint is its own row in the results, so one that is missing or
 failing shows up there with its failures; the others are measured regardless.
@@ -6,7 +6,7 @@ failing shows up there with its failures; the others are measured regardless.
 
 from locust import FastHttpUser, constant_pacing, task
 
-from bench.locustfiles._common import log_in
+from bench.locustfiles._common import request
 
 ANALYTICS = (
     "/api/v1/analytics/spending/total?period=today",
@@ -20,11 +20,8 @@ ANALYTICS = (
 class DashboardViewer(FastHttpUser):
     wait_time = constant_pacing(2)  # one refresh of the whole dashboard every 2 s
 
-    def on_start(self) -> None:
-        self.auth = log_in(self)
-
     @task
     def refresh(self) -> None:
-        self.client.get("/api/v1/agents?per_page=20&sort=-spent", headers=self.auth, name="/api/v1/agents")
+        request(self, "GET", "/api/v1/agents?per_page=20&sort=-spent", name="/api/v1/agents")
         for path in ANALYTICS:
-            self.client.get(path, headers=self.auth, name=path.partition("?")[0])
+            request(self, "GET", path, name=path.partition("?")[0])

@@ -24,6 +24,7 @@ _next_sidecar = itertools.count()
 
 class Runtime(FastHttpUser):
     def __init__(self, environment: Environment) -> None:
+        assert environment.parsed_options is not None  # locust parses its options before it makes users
         urls = [url for url in environment.parsed_options.sidecar_urls.split(",") if url]
         if urls:  # before the client is made: it is bound to the host
             self.host = urls[next(_next_sidecar) % len(urls)].rstrip("/")

@@ -24,11 +24,11 @@ from control_plane.agents.schemas import (
     AgentStatus,
     AgentUpdate,
     RequestCounts,
+    to_wire,
 )
 from control_plane.audit import recorder as audit
 from control_plane.auth.principals import UserPrincipal
 from control_plane.budget import repository as budget_repo
-from control_plane.budget.ledger import available, percent_used
 from control_plane.lib.db import Executor
 from control_plane.lib.errors import not_found, permission_denied
 from control_plane.lib.filters import SEARCH, IdOf, OneOf
@@ -38,6 +38,7 @@ from control_plane.lib.params import checked_id
 from control_plane.providers import repository as providers
 from control_plane.providers.controllers import to_wire as provider_to_wire
 from control_plane.providers.schemas import AssignedProviders
+from control_plane.realtime import publisher
 from control_plane.tokens import repository as ic_tokens
 from control_plane.tokens.schemas import IcTokenIssued
 from iron import ids
@@ -46,28 +47,6 @@ from iron.timefmt import iso
 from iron.validation import decode
 
 _ONE = "/api/v1/agents/{agent_id:str}"
-
-
-def to_wire(row: AgentRow) -> Agent:
-    remaining = available(row.budget_micros, row.spent_micros, row.outstanding_micros)
-    return Agent(
-        id=row.id,
-        name=row.name,
-        budget=usd(row.budget_micros),
-        spent=usd(row.spent_micros),
-        outstanding=usd(row.outstanding_micros),
-        overdrawn=usd(row.overdrawn_micros),
-        remaining=usd(remaining),
-        percent_used=percent_used(row.spent_micros, row.budget_micros),
-        status=row.status,
-        providers=list(row.providers),
-        owner_id=row.owner_id,
-        project_id=row.project_id,
-        description=row.description,
-        tags=list(row.tags),
-        created_at=iso(row.created_at),
-        updated_at=iso(row.updated_at),
-    )
 
 
 def _fields_of(row: AgentRow) -> dict[str, Any]:
@@ -113,6 +92,7 @@ async def create_agent(
             metadata={"name": data.name, "budget": data.budget, "providers": data.providers},
         )
     assert row is not None
+    publisher.of(request.app.state).agent(agent_id, "created")
     issued = IcTokenIssued(id=token.id, token=token.token, created_at=iso(token.created_at))
     return AgentCreated(**_fields_of(row), ic_token=issued)
 
@@ -153,10 +133,12 @@ async def update_agent(
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Agent:
-    """Name, description, tags and project; the budget changes through the limits endpoint."""
+    """Name, description, tags, project and (admins) owner; the budget changes through the limits
+    endpoint."""
     checked_id(ids.AGENT, agent_id, "agent_id")
     changes = decode(body, AgentUpdate).given()
     async with pool.acquire() as conn, conn.transaction():
+        await service.check_owner(conn, user, changes.get("owner_id"))  # before the agent: lock order
         row = await service.manageable(conn, user, agent_id)
         await service.check_references(conn, project_id=changes.get("project_id"))
         before = {field: getattr(row, field) for field in changes}
@@ -165,6 +147,8 @@ async def update_agent(
         await audit.record(conn, actor, "AGENT_UPDATED", "agent", agent_id, before=before, after=changes)
         updated = await repository.by_id(conn, agent_id)
     assert updated is not None  # the row is locked
+    moved = updated.owner_id != row.owner_id
+    publisher.of(request.app.state).agent(agent_id, "updated", row.owner_id if moved else None)
     return to_wire(updated)
 
 
@@ -194,6 +178,7 @@ async def delete_agent(
                 "budget_requests_cancelled": deleted.budget_requests_cancelled,
             },
         )
+    publisher.of(request.app.state).agent(agent_id, "deleted")
     return AgentDeleted(
         id=agent_id,
         status="deleted",

@@ -1,7 +1,7 @@
 """SQL of agents (the ledger columns are written only by the budget domain).
 
 A deleted agent stays as a row (its history refers to it) with status ``deleted``:
-nothing here reads it back.
+nothing here reads it back, but for the live feed's last word on it.
 """
 
 from dataclasses import dataclass
@@ -73,8 +73,10 @@ async def _assign(conn: Conn, agent_id: str, provider_ids: list[str]) -> None:
     )
 
 
-async def by_id(conn: Executor, agent_id: str) -> AgentRow | None:
-    row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1 AND a.status <> 'deleted'", agent_id)
+async def by_id(conn: Executor, agent_id: str, *, with_deleted: bool = False) -> AgentRow | None:
+    row = await conn.fetchrow(
+        f"{_SELECT} WHERE a.id = $1 AND ($2 OR a.status <> 'deleted')", agent_id, with_deleted
+    )
     return AgentRow(**row) if row else None
 
 
@@ -87,15 +89,16 @@ async def lock(conn: Conn, agent_id: str) -> AgentRow | None:
 
 
 async def update(conn: Conn, agent: AgentRow) -> None:
-    """Write the agent's own fields: name, description, tags and project (never its money)."""
+    """Write the agent's own fields: name, description, tags, project and owner (never its money)."""
     await conn.execute(
-        "UPDATE agents SET name = $2, description = $3, tags = $4, project_id = $5, updated_at = now()"
-        " WHERE id = $1",
+        "UPDATE agents SET name = $2, description = $3, tags = $4, project_id = $5, owner_id = $6,"
+        " updated_at = now() WHERE id = $1",
         agent.id,
         agent.name,
         agent.description,
         agent.tags,
         agent.project_id,
+        agent.owner_id,
     )
 
 

@@ -22,6 +22,7 @@ from control_plane.projects import repository as projects
 from control_plane.providers import repository as providers
 from control_plane.requests import repository as budget_requests
 from control_plane.tokens import repository as ic_tokens
+from control_plane.users import repository as users
 from iron import ids
 
 # The budget domain's "open leases expired by then", asked for the end of time: every open lease.
@@ -56,6 +57,17 @@ async def manageable(conn: Conn, user: UserPrincipal, agent_id: str) -> AgentRow
     if user.role == "viewer":
         raise permission_denied("Viewers cannot change agents")
     return row
+
+
+async def check_owner(conn: Conn, user: UserPrincipal, owner_id: str | None) -> None:
+    """A new owner (None: unchanged) is an admin's choice, of a user that is not deleted; they stay
+    so until the transaction ends (a deletion hands agents over: it must see this one)."""
+    if owner_id is None:
+        return
+    if not user.is_admin:
+        raise permission_denied("Only admins can give an agent to another owner")
+    if not await users.lock_live(conn, owner_id):
+        raise validation_error({"owner_id": "Unknown user"})
 
 
 async def check_references(

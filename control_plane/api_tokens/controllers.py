@@ -20,6 +20,7 @@ from control_plane.lib.filters import SEARCH, IdOf, OneOf
 from control_plane.lib.listing import Listing
 from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
+from control_plane.realtime import publisher
 from iron import ids
 from iron.timefmt import iso, utcnow
 from iron.validation import decode
@@ -135,6 +136,7 @@ async def revoke_api_token(
             token_id,
             metadata={"name": row.name, "user_id": row.user_id},
         )
+    publisher.of(request.app.state).recheck(row.user_id)  # ends the sockets opened with it
     return Response(None, status_code=HTTP_204_NO_CONTENT)
 
 
@@ -166,6 +168,7 @@ async def rotate_api_token(
             token_id,
             metadata={"name": row.name, "user_id": row.user_id},
         )
+    publisher.of(request.app.state).recheck(row.user_id)  # ends the sockets opened with the old value
     return issued(row, token)
 
 

@@ -18,6 +18,7 @@ from control_plane.auth.schemas import (
     ValidateResponse,
 )
 from control_plane.lib.errors import ApiError, validation_error
+from control_plane.realtime import publisher
 from iron.timefmt import iso
 from iron.validation import decode
 
@@ -39,7 +40,11 @@ async def refresh(
 ) -> LoginResponse:
     data = decode(body, RefreshRequest)
     state = request.app.state
-    return await sessions.refresh(pool, state.redis, state.settings, data.refresh_token)
+    try:
+        return await sessions.refresh(pool, state.redis, state.settings, data.refresh_token)
+    except sessions.SessionEnded as ended:
+        publisher.of(state).recheck(ended.user_id)  # ends the session's sockets, on every replica
+        raise
 
 
 @post("/api/v1/auth/logout", status_code=204)
@@ -48,6 +53,7 @@ async def logout(
 ) -> Response[None]:
     state = request.app.state
     await sessions.logout(pool, state.redis, state.settings, user)
+    publisher.of(state).recheck(user.user_id)  # ends the session's sockets, on every replica
     return Response(None, status_code=HTTP_204_NO_CONTENT)
 
 

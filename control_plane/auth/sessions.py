@@ -91,6 +91,15 @@ async def login(
     return response, attempt
 
 
+class SessionEnded(ApiError):
+    """A refresh token came back after it was used: whoever holds the session's tokens may have
+    stolen one, so the whole session is ended (``user_id`` is whose, for the caller to tell)."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(401, "AUTH_INVALID_TOKEN", "Refresh token already used; the session has been ended")
+        self.user_id = user_id
+
+
 async def refresh(
     pool: asyncpg.Pool, client: redis.Redis, settings: Settings, refresh_token: str
 ) -> LoginResponse:
@@ -110,7 +119,7 @@ async def refresh(
             return await _issue(conn, settings, user, row.family_id)
         await sessions.revoke_family(conn, row.family_id)  # committed before the refusal below
     await _end_access(client, settings, row.family_id)
-    raise invalid_token("Refresh token already used; the session has been ended")
+    raise SessionEnded(row.user_id)
 
 
 async def logout(pool: asyncpg.Pool, client: redis.Redis, settings: Settings, user: UserPrincipal) -> None:

@@ -14,6 +14,7 @@ from control_plane.budget import service
 from control_plane.budget.schemas import BudgetChange, BudgetHistory, BudgetState, BudgetUpdate
 from control_plane.lib.errors import not_found
 from control_plane.lib.params import checked_id
+from control_plane.realtime import publisher
 from iron import ids
 from iron.money import grant_micros, usd
 from iron.timefmt import iso
@@ -50,6 +51,7 @@ async def set_agent_budget(
             after={"budget": usd(after.budget)},
             metadata={"reason": data.reason, "force_flag": data.force},
         )
+    publisher.of(request.app.state).agent(agent_id, "budget_changed")
     return BudgetState(
         agent_id=agent_id,
         previous_budget=usd(before.budget),

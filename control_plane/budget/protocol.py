@@ -17,7 +17,7 @@ from control_plane.auth.principals import current_agent
 from control_plane.budget import service
 from control_plane.lib.errors import not_found, validation_error
 from control_plane.providers import repository as providers
-from control_plane.realtime.publisher import Publisher
+from control_plane.realtime import publisher
 from iron.crypto import encrypt_ip_token, unseal
 from iron.money import charge_micros, grant_micros, usd
 from iron.protocol import (
@@ -40,11 +40,6 @@ from iron.validation import decode, has_field
 
 def _ttl(request: Request[Any, Any, Any]) -> int:
     return int(request.app.state.settings.lease_ttl_s)
-
-
-def _publisher(request: Request[Any, Any, Any]) -> Publisher:
-    publisher: Publisher = request.app.state.publisher
-    return publisher
 
 
 def _usage_row(usage: Usage) -> UsageRow:
@@ -76,7 +71,7 @@ async def handshake(
         grant_micros(data.requested_budget),
         data.runtime_id,
         _ttl(request),
-        _publisher(request),
+        publisher.of(request.app.state),
     )
     ip_token = provider = None
     if sealed is not None:
@@ -148,7 +143,7 @@ async def refresh(
         data.lease_id,
         grant_micros(data.requested_budget),
         _ttl(request),
-        _publisher(request),
+        publisher.of(request.app.state),
     )
     return RefreshResponse(
         lease_id=result.lease.id,
@@ -166,7 +161,7 @@ async def return_lease(
 ) -> ReturnResponse:
     agent = await current_agent(request, body)
     data = decode(body, ReturnRequest)
-    result = await service.return_lease(pool, agent.agent_id, data.lease_id, _publisher(request))
+    result = await service.return_lease(pool, agent.agent_id, data.lease_id, publisher.of(request.app.state))
     return ReturnResponse(
         lease_id=data.lease_id,
         returned=usd(result.returned, 6),

@@ -15,7 +15,8 @@ second login or an API token would reset. Every route that takes ``user`` is lim
 category its method and path fall in (:func:`category_of`); a route that does not take
 ``user`` is never limited by it: health, version, login (it has its own per-IP throttle, which
 can call :func:`hit` / :func:`enforce`), the budget protocol and analytics ingestion (IC token:
-the sidecar must never be throttled), ``/ws`` and the OpenAPI document.
+the sidecar must never be throttled), ``/ws`` (it counts its own connections and failed
+handshakes per IP with :func:`count` / :func:`forget`) and the OpenAPI document.
 
 Headers: a limited response (success or not) carries ``X-RateLimit-Limit``,
 ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (unix seconds at which the oldest counted
@@ -37,6 +38,7 @@ it has ``rate_limits`` / ``rate_limits_scale`` attributes, else from the process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -50,6 +52,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import redis.asyncio as redis
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.types import Message, Scope
 from redis.exceptions import NoScriptError, RedisError
 
@@ -67,6 +70,8 @@ READ: Final = "read"
 ANALYTICS: Final = "analytics"
 SETTINGS: Final = "settings"
 WRITE: Final = "write"
+WS_CONNECT: Final = "ws_connect"  # opening /ws, per IP
+WS_AUTH_FAILURE: Final = "ws_auth_failure"  # a /ws handshake that failed, per IP
 
 #: What a category counts per: a user, the token named in the path, or the client's IP.
 SCOPES: Final[Mapping[str, str]] = MappingProxyType(
@@ -78,6 +83,8 @@ SCOPES: Final[Mapping[str, str]] = MappingProxyType(
         ANALYTICS: "user",
         SETTINGS: "user",
         WRITE: "user",
+        WS_CONNECT: "ip",
+        WS_AUTH_FAILURE: "ip",
     }
 )
 
@@ -99,6 +106,14 @@ DEFAULT_RULES: Final[Mapping[str, Rule]] = MappingProxyType(
         # Not in the seed: other mutations (agents, budget requests and their reviews, ...).
         # Enough for any person or script driving the API, few enough to stop a runaway loop.
         WRITE: Rule(60, 60),
+        # Not in the seed either: /ws, applied by its handler. A dashboard tab opens one socket
+        # and reconnects with a backoff up to 10 s (at most ~6 a minute even while a replica is
+        # down); 120 a minute lets an office of a few dozen people behind one NAT reload at once.
+        # A dashboard fails a handshake only once per expired or revoked token (it then signs
+        # out), so 20 failures in 5 minutes is far above it, and far below a token-guessing or
+        # socket-hoarding loop.
+        WS_CONNECT: Rule(120, 60),
+        WS_AUTH_FAILURE: Rule(20, 300),
     }
 )
 
@@ -316,8 +331,8 @@ def _fail_open(limit: int, window_s: int, exc: BaseException) -> Decision:
     return Decision(True, limit, limit, window_s, 0, 0, counted=False)
 
 
-async def _run(client: redis.Redis, key: str, limit: int, window_ms: int) -> list[int]:
-    args = (key, limit, window_ms, uuid.uuid4().hex)
+async def _run(client: redis.Redis, key: str, limit: int, window_ms: int, nonce: str) -> list[int]:
+    args = (key, limit, window_ms, nonce)
     try:
         reply = await client.evalsha(SCRIPT_SHA, 1, *args)
     except NoScriptError:
@@ -326,16 +341,23 @@ async def _run(client: redis.Redis, key: str, limit: int, window_ms: int) -> lis
 
 
 async def hit(
-    client: redis.Redis, key: str, limit: int, window_s: int, *, timeout_s: float | None = 0.5
+    client: redis.Redis,
+    key: str,
+    limit: int,
+    window_s: int,
+    *,
+    timeout_s: float | None = 0.5,
+    nonce: str | None = None,
 ) -> Decision:
     """Count one request against ``key`` (at most ``limit`` per ``window_s`` seconds).
 
+    ``nonce`` names the entry, for a caller that may take it back (:func:`forget`).
     Never raises for Redis trouble: it fails open (``allowed`` and not ``counted``).
     """
     global _redis_down
     try:
         admitted, count, oldest_ms, now_ms = await asyncio.wait_for(
-            _run(client, key, limit, window_s * 1000), timeout_s
+            _run(client, key, limit, window_s * 1000, nonce or uuid.uuid4().hex), timeout_s
         )
     except (RedisError, OSError, TimeoutError) as exc:
         return _fail_open(limit, window_s, exc)
@@ -407,8 +429,28 @@ async def attach_headers(message: Message, scope: Scope) -> None:
     message["headers"] = headers
 
 
-def client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    return connection.client.host if connection.client else "unknown"
+
+
+async def count(app_state: Any, category: str, subject: str, *, nonce: str | None = None) -> Decision | None:
+    """Count one attempt against ``category`` for ``subject``, refused or not; ``None`` when the
+    category has no rule (limits off). ``nonce``: see :func:`forget`."""
+    limits = limits_of(app_state)
+    rule = limits.rule(category)
+    if rule is None:
+        return None
+    key = limits.key(category, subject)
+    return await hit(app_state.redis, key, rule.limit, rule.window_s, timeout_s=limits.timeout_s, nonce=nonce)
+
+
+async def forget(app_state: Any, category: str, subject: str, nonce: str) -> None:
+    """Take back an attempt counted with ``nonce``, for limits that count only failures: count
+    first (so a burst cannot slip past the limit), forget on success. Best effort: Redis trouble
+    leaves the entry to expire with its window."""
+    limits = limits_of(app_state)
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        await asyncio.wait_for(app_state.redis.zrem(limits.key(category, subject), nonce), limits.timeout_s)
 
 
 async def enforce(request: Request[Any, Any, Any], category: str, subject: str) -> Decision | None:
@@ -418,17 +460,9 @@ async def enforce(request: Request[Any, Any, Any], category: str, subject: str) 
     ``await ratelimit.enforce(request, ratelimit.AUTH, ratelimit.client_ip(request))``.
     Returns ``None`` when the category has no rule (limits off).
     """
-    limits = limits_of(request.app.state)
-    rule = limits.rule(category)
-    if rule is None:
+    decision = await count(request.app.state, category, subject)
+    if decision is None:
         return None
-    decision = await hit(
-        request.app.state.redis,
-        limits.key(category, subject),
-        rule.limit,
-        rule.window_s,
-        timeout_s=limits.timeout_s,
-    )
     remember(request.scope, decision)
     if not decision.allowed:
         raise too_many(decision)

@@ -4,12 +4,17 @@ Routing happens when a message is published: an agent's messages go to the
 admins' channel and to its owner's channel, so a socket only ever receives what
 its user may read and no socket filters anything. The owner is read when the
 message is published, so a change of owner routes the next message to the new
-owner.
+owner (and the change itself to both).
+
+Each user also has a control channel that carries no data, only "check your
+credential now": published when a credential of the user ends (logout,
+suspension, a revoked API token, a role change), so that every replica's
+sockets of that user recheck at once instead of at their next periodic check.
 """
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,7 @@ from control_plane.settings import Settings
 log = logging.getLogger("iron.control_plane")
 
 RECONNECT_S = 0.5
+RECHECK = b"recheck"  # a control channel's only message
 REDIS_TIMEOUT_S = 5.0  # above the pub/sub reader's 1 s poll
 
 
@@ -45,9 +51,15 @@ class Routing:
     def owner(self, user_id: str) -> str:
         return f"{self.prefix}:owner:{user_id}"
 
-    def routes(self, owner_id: str) -> list[str]:
-        """The channels a message about an agent of ``owner_id`` is published to."""
-        return [self.admins, self.owner(owner_id)]
+    def control(self, user_id: str) -> str:
+        """The user's credential notices (:data:`RECHECK`), read by each of their sockets along with
+        its data channel (one subscription) and never forwarded to the client."""
+        return f"{self.prefix}:control:{user_id}"
+
+    def routes(self, *owner_ids: str) -> list[str]:
+        """The channels a message about an agent of these owners (now, and before a change of
+        owner) is published to: each channel once."""
+        return [self.admins, *dict.fromkeys(map(self.owner, owner_ids))]
 
     def channel_of(self, user: UserPrincipal) -> str:
         """The one channel a user's socket reads: admins read every agent, others their own."""
@@ -80,7 +92,24 @@ class BoundedSubscriber(Subscriber):
 class ReconnectingPubSubBackend(RedisChannelsPubSubBackend):
     """The pub/sub backend, resumed after a Redis outage: the stock one ends its stream on the first
     connection error, which would leave this replica's sockets silent for good. After an error the
-    subscription is made again on a fresh connection (a restarted Redis knows none of it)."""
+    subscription is made again on a fresh connection (a restarted Redis knows none of it).
+
+    Subscribing is serialised: redis-py's PubSub opens its connection on the first command, and two
+    sockets subscribing at once on a fresh PubSub each opened one; the second replaced the first,
+    whose channels then went unread (their messages were lost until the process restarted).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._subscribing = asyncio.Lock()
+
+    async def subscribe(self, channels: Iterable[str]) -> None:
+        async with self._subscribing:
+            await super().subscribe(channels)
+
+    async def unsubscribe(self, channels: Iterable[str]) -> None:
+        async with self._subscribing:
+            await super().unsubscribe(channels)
 
     async def stream_events(self) -> AsyncGenerator[tuple[str, Any], None]:
         lost: list[str] | None = None  # the channels to subscribe again, after an error

@@ -4,9 +4,12 @@ The first message must be ``{"type": "auth", "token": ...}`` with a user token
 (JWT or API token). Then the socket reads one channel (every agent for admins,
 its user's own agents otherwise), gets a STATE_UPDATE snapshot, and from then on
 every message published to that channel plus a HEARTBEAT. Its credential is
-checked again every few seconds, so logout, suspension or a role change ends the
-socket. One task per socket sends everything, in order; a client that falls
-too far behind is dropped so it costs the others nothing.
+checked again at once when the user's control channel says one of their
+credentials ended (logout, suspension, deletion, a revoked or rotated API token,
+a role change), and every few seconds anyway in case that notice was lost. One
+task per socket sends everything, in order; a client that falls too far behind
+is dropped so it costs the others nothing. Connection attempts and failed
+handshakes are limited per IP (:mod:`control_plane.realtime.limits`).
 """
 
 import asyncio
@@ -28,7 +31,8 @@ from control_plane.agents import repository as agents
 from control_plane.auth.principals import UserPrincipal, authenticate
 from control_plane.lib.db import pool_of
 from control_plane.lib.errors import ApiError
-from control_plane.realtime.channels import BoundedSubscriber, Routing
+from control_plane.realtime import limits
+from control_plane.realtime.channels import RECHECK, BoundedSubscriber, Routing
 from control_plane.realtime.publisher import agent_state
 from control_plane.settings import Settings
 from iron import realtime as wire
@@ -101,8 +105,14 @@ def _frames(payload: bytes) -> tuple[str, ...]:
     return tuple(payload.decode().split("\n"))
 
 
-async def _send_all(socket: WebSocket[Any, Any, Any], subscriber: BoundedSubscriber) -> None:
+async def _send_all(
+    socket: WebSocket[Any, Any, Any], subscriber: BoundedSubscriber, notified: asyncio.Event
+) -> None:
+    """Everything the subscription delivers, but a credential notice, which wakes :func:`_recheck`."""
     async for payload in subscriber.iter_events():
+        if payload == RECHECK:
+            notified.set()
+            continue
         for frame in _frames(payload):
             await socket.send_text(frame)
 
@@ -115,15 +125,26 @@ async def _heartbeats(subscriber: BoundedSubscriber, interval_s: float) -> None:
 
 
 async def _recheck(
-    socket: WebSocket[Any, Any, Any], token: str, user: UserPrincipal, interval_s: float
+    socket: WebSocket[Any, Any, Any],
+    token: str,
+    user: UserPrincipal,
+    interval_s: float,
+    notified: asyncio.Event,
 ) -> Closing:
     """Ends when the credential no longer holds (logout, suspension, expiry) or the role changed.
 
+    Checks at once on a notice of the user's control channel, else every ``interval_s``. Every
+    socket of the user checks its own credential: that is what keeps another session's socket
+    open after a logout, or a JWT socket after its user's API token was revoked.
     Sockets that connected together are spread over the interval, and only a few checks run at
     once per process, so a thousand sockets never take the database pool from the requests.
     """
-    await asyncio.sleep(random.uniform(0, interval_s))  # spreads sockets that connected together
+    wait_s = random.uniform(0, interval_s)  # spreads sockets that connected together
     while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(notified.wait(), wait_s)
+        notified.clear()
+        wait_s = interval_s
         try:
             async with _RECHECKS:
                 _, now = await authenticate(socket.app.state, token)
@@ -136,7 +157,6 @@ async def _recheck(
                 return wire.CLOSE_UNAUTHORIZED, wire.ErrorBody(
                     code="AUTH_ROLE_CHANGED", message="The user's role changed; connect again"
                 )
-        await asyncio.sleep(interval_s)
 
 
 async def _overflow(subscriber: BoundedSubscriber) -> Closing:
@@ -169,14 +189,17 @@ async def _serve(
 ) -> Closing | None:
     settings: Settings = socket.app.state.settings
     routing: Routing = socket.app.state.ws_routing
-    async with channels.start_subscription(routing.channel_of(user)) as subscriber:
+    notified = asyncio.Event()
+    async with channels.start_subscription(
+        [routing.channel_of(user), routing.control(user.user_id)]
+    ) as subscriber:
         assert isinstance(subscriber, BoundedSubscriber)
         # subscribed before the snapshot is read, so no change falls between the two
         subscriber.put_nowait(await _snapshot(pool_of(socket.app.state), user))
         closing: Closing | None = await _first(
-            _send_all(socket, subscriber),
+            _send_all(socket, subscriber, notified),
             _heartbeats(subscriber, settings.ws_heartbeat_s),
-            _recheck(socket, token, user, settings.ws_recheck_s),
+            _recheck(socket, token, user, settings.ws_recheck_s, notified),
             _overflow(subscriber),
             _until_disconnect(socket),
         )
@@ -187,7 +210,11 @@ async def _serve(
 async def feed(socket: WebSocket[Any, Any, Any], channels: NamedDependency[ChannelsPlugin]) -> None:
     await socket.accept()
     try:
+        nonce, refusal = await limits.admit(socket)
+        if refusal is not None:
+            raise _Refused((wire.CLOSE_RATE_LIMITED, refusal))
         token, user = await _handshake(socket, socket.app.state.settings)
+        await limits.handshake_succeeded(socket, nonce)
         closing = await _serve(socket, channels, token, user)
     except _Refused as refused:
         closing = refused.closing

@@ -4,29 +4,33 @@ Services call the synchronous methods below once their transaction committed:
 each only queues. One task per process takes the queue in order, reads the
 agent's ledger and owner as they are now (owner decides the route), and
 publishes through the channels plugin. A Redis or database outage costs the
-messages of that moment and a log line, never a report or an approval; a full
-queue drops the newest message the same way.
+messages of that moment and a log line, never a report, an approval or a
+logout; a full queue drops the newest message the same way.
 """
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 import asyncpg
 from litestar.channels import ChannelsPlugin
+from litestar.datastructures import State
 from redis.exceptions import NoScriptError
 
 from control_plane.agents import repository as agents
-from control_plane.agents.controllers import to_wire
 from control_plane.agents.repository import AgentRow
+from control_plane.agents.schemas import to_wire
 from control_plane.realtime.alerts import Crossing
-from control_plane.realtime.channels import Routing
+from control_plane.realtime.channels import RECHECK, Routing
 from iron.money import usd
 from iron.realtime import (
+    AgentAction,
     AgentEvent,
     AgentState,
+    AgentUpdated,
     BudgetRequestEvent,
     CostAlert,
     LeaseAction,
@@ -84,13 +88,21 @@ def agent_state(row: AgentRow) -> AgentState:
 Build = Callable[[AgentState, str], list[Message]]
 """Messages about one agent, from its state at publish time and the timestamp."""
 
+Job = Callable[[], Awaitable[None]]
+
+
+def of(state: State) -> "Publisher":
+    """The process's publisher (made at start-up)."""
+    publisher: Publisher = state.publisher
+    return publisher
+
 
 class Publisher:
     def __init__(self, channels: ChannelsPlugin, routing: Routing, pool: asyncpg.Pool) -> None:
         self._channels = channels
         self._routing = routing
         self._pool = pool
-        self._queue: asyncio.Queue[tuple[str, Build]] = asyncio.Queue(QUEUE_SIZE)
+        self._queue: asyncio.Queue[tuple[str, Job]] = asyncio.Queue(QUEUE_SIZE)
 
     def usage(self, agent_id: str, events: Sequence[Usage], alerts: Sequence[Crossing] = ()) -> None:
         """AGENT_EVENT per new call (never for a duplicate), then COST_ALERT per crossed threshold."""
@@ -152,19 +164,42 @@ class Publisher:
 
         self._put(request.agent_id, build)
 
-    def _put(self, agent_id: str, build: Build) -> None:
-        try:
-            self._queue.put_nowait((agent_id, build))
-        except asyncio.QueueFull:
-            log.warning("realtime: publish queue full; a message about %s was dropped", agent_id)
+    def agent(self, agent_id: str, action: AgentAction, previous_owner_id: str | None = None) -> None:
+        """AGENT_UPDATED after the agent itself changed; ``previous_owner_id``: it changed hands,
+        and its former owner learns it too (the new owner is read as for every message)."""
 
-    async def _publish(self, agent_id: str, build: Build) -> None:
-        row = await agents.by_id(self._pool, agent_id)
+        def build(agent: AgentState, now: str) -> list[Message]:
+            return [AgentUpdated(timestamp=now, action=action, agent_id=agent_id, agent=agent)]
+
+        also = (previous_owner_id,) if previous_owner_id else ()
+        self._put(agent_id, build, also, with_deleted=action == "deleted")
+
+    def recheck(self, user_id: str) -> None:
+        """A credential of the user ended or their role changed: their sockets on every replica
+        check theirs at once (each decides for itself whether it is the one that ended)."""
+        job = functools.partial(self._send, RECHECK, [self._routing.control(user_id)])
+        self._enqueue(f"user {user_id}", job)
+
+    def _put(
+        self, agent_id: str, build: Build, also: Sequence[str] = (), *, with_deleted: bool = False
+    ) -> None:
+        self._enqueue(agent_id, functools.partial(self._publish, agent_id, build, also, with_deleted))
+
+    def _enqueue(self, about: str, job: Job) -> None:
+        try:
+            self._queue.put_nowait((about, job))
+        except asyncio.QueueFull:
+            log.warning("realtime: publish queue full; a message about %s was dropped", about)
+
+    async def _publish(self, agent_id: str, build: Build, also: Sequence[str], with_deleted: bool) -> None:
+        row = await agents.by_id(self._pool, agent_id, with_deleted=with_deleted)
         if row is None:  # deleted meanwhile: nobody may read it any more
             return
         frames = [encode(message) for message in build(agent_state(row), iso(utcnow()))]
         # One pub/sub message per mutation; each line is one WebSocket frame (JSON has no raw newline).
-        payload, channels = b"\n".join(frames), self._routing.routes(row.owner_id)
+        await self._send(b"\n".join(frames), self._routing.routes(row.owner_id, *also))
+
+    async def _send(self, payload: bytes, channels: list[str]) -> None:
         try:
             await self._channels.wait_published(payload, channels)
         except NoScriptError:  # the publish script was flushed again between its reload and its use
@@ -172,14 +207,12 @@ class Publisher:
 
     async def run(self) -> None:
         while True:
-            agent_id, build = await self._queue.get()
+            about, job = await self._queue.get()
             try:
                 async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                    await self._publish(agent_id, build)
+                    await job()
             except Exception as exc:  # whatever it was, the next message must still go out
-                log.warning(
-                    "realtime: a message about %s was not published (%s)", agent_id, type(exc).__name__
-                )
+                log.warning("realtime: a message about %s was not published (%s)", about, type(exc).__name__)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["Publisher"]:

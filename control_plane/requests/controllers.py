@@ -24,7 +24,7 @@ from control_plane.lib.filters import SEARCH, IdOf, OneOf
 from control_plane.lib.listing import Listing
 from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
-from control_plane.realtime.publisher import Publisher
+from control_plane.realtime import publisher
 from control_plane.requests import repository, service
 from control_plane.requests.repository import RequestRow
 from control_plane.requests.schemas import (
@@ -96,8 +96,7 @@ async def _fresh(conn: Conn, budget_request_id: str) -> RequestRow:
 
 def _announced(request: Request[Any, Any, Any], action: RequestAction, row: RequestRow) -> BudgetRequest:
     """Publish a committed transition on the live feed; the request as the caller gets it."""
-    publisher: Publisher = request.app.state.publisher
-    publisher.budget_request(action, row)
+    publisher.of(request.app.state).budget_request(action, row)
     return to_wire(row)
 
 

@@ -15,6 +15,7 @@ from control_plane.lib.filters import SEARCH, OneOf
 from control_plane.lib.listing import Listing
 from control_plane.lib.pagination import Page, page_of
 from control_plane.lib.params import checked_id
+from control_plane.realtime import publisher
 from control_plane.users import repository, service
 from control_plane.users.repository import UserRow
 from control_plane.users.schemas import ROLES, PasswordReset, RoleChange, User, UserCreate, UserWithPassword
@@ -105,7 +106,11 @@ async def delete_user(
     user: NamedDependency[UserPrincipal],
     pool: NamedDependency[asyncpg.Pool],
 ) -> Response[None]:
-    await service.delete(pool, actor_of(request, user), _admin_on(user, user_id))
+    moved = await service.delete(pool, actor_of(request, user), _admin_on(user, user_id))
+    feed = publisher.of(request.app.state)
+    feed.recheck(user_id)
+    for agent_id in moved:
+        feed.agent(agent_id, "updated", previous_owner_id=user_id)
     return Response(None, status_code=HTTP_204_NO_CONTENT)
 
 
@@ -121,6 +126,7 @@ async def suspend_user(
     row = await service.change(
         pool, actor_of(request, user), _admin_on(user, user_id), "USER_SUSPENDED", what, verb="suspend"
     )
+    publisher.of(request.app.state).recheck(user_id)
     return to_wire(row)
 
 
@@ -153,6 +159,7 @@ async def change_role(
     row = await service.change(
         pool, actor_of(request, user), target, "USER_ROLE_CHANGED", what, verb="demote"
     )
+    publisher.of(request.app.state).recheck(user_id)
     return to_wire(row)
 
 
@@ -168,6 +175,7 @@ async def reset_password(
     target = _admin_on(user, user_id)
     password = decode(body, PasswordReset).password if body.strip() else None
     row, chosen = await service.reset_password(pool, actor_of(request, user), target, password)
+    publisher.of(request.app.state).recheck(user_id)  # the user's sessions ended
     return with_password(row, chosen)
 
 

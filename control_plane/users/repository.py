@@ -51,6 +51,14 @@ async def by_id(conn: Executor, user_id: str) -> UserRow | None:
     return UserRow(**row) if row else None
 
 
+async def lock_live(conn: Conn, user_id: str) -> bool:
+    """Whether the user exists and is not deleted; if so, not deleted before the transaction ends."""
+    found = await conn.fetchval(
+        "SELECT 1 FROM users WHERE id = $1 AND status <> 'deleted' FOR SHARE", user_id
+    )
+    return found is not None
+
+
 async def live_for_update(conn: Conn, user_id: str) -> UserRow | None:
     """The user unless deleted, row-locked until the end of the transaction."""
     row = await conn.fetchrow(
@@ -153,7 +161,7 @@ async def other_active_admins(conn: Executor, user_id: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Handover:
-    agents_reassigned: int
+    agents_reassigned: list[str]  # their ids
     budget_requests_cancelled: int
 
 
@@ -162,9 +170,10 @@ async def hand_over(conn: Conn, user_id: str, new_owner_id: str) -> Handover:
 
     Agents are locked before requests, the order the budget-request approval uses too.
     """
-    agents: int = await conn.fetchval(
+    agents: list[str] = await conn.fetchval(
         "WITH moved AS (UPDATE agents SET owner_id = $2, updated_at = now()"
-        " WHERE owner_id = $1 AND status <> 'deleted' RETURNING 1) SELECT count(*) FROM moved",
+        " WHERE owner_id = $1 AND status <> 'deleted' RETURNING id)"
+        " SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM moved",
         user_id,
         new_owner_id,
     )

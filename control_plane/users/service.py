@@ -136,10 +136,10 @@ async def reset_password(
     return row, None if password else chosen
 
 
-async def delete(pool: asyncpg.Pool, actor: Actor, user_id: str) -> None:
+async def delete(pool: asyncpg.Pool, actor: Actor, user_id: str) -> list[str]:
     """Soft-delete: the row stays for the audit trail and the email is free again. The acting
-    admin takes over the user's agents; pending budget requests are cancelled, API tokens
-    revoked and sessions ended, all with the deletion."""
+    admin takes over the user's agents (their ids are returned); pending budget requests are
+    cancelled, API tokens revoked and sessions ended, all with the deletion."""
     new_owner = actor.user_id
     assert new_owner is not None, "a deletion is an admin's request"
     async with pool.acquire() as conn, conn.transaction():
@@ -147,7 +147,7 @@ async def delete(pool: asyncpg.Pool, actor: Actor, user_id: str) -> None:
         await repository.update(conn, user_id, status="deleted", end_sessions=True)
         handover = await repository.hand_over(conn, user_id, new_owner)
         metadata = {
-            "agents_reassigned": handover.agents_reassigned,
+            "agents_reassigned": len(handover.agents_reassigned),
             "agents_reassigned_to": new_owner,
             "budget_requests_cancelled": handover.budget_requests_cancelled,
             # the key avoids the word "token": the recorder would redact the count
@@ -155,6 +155,7 @@ async def delete(pool: asyncpg.Pool, actor: Actor, user_id: str) -> None:
             "sessions_ended": await sessions.revoke_user_sessions(conn, user_id),
         }
         await audit.record(conn, actor, "USER_DELETED", "user", user_id, metadata=metadata)
+    return handover.agents_reassigned
 
 
 async def _target(conn: Conn, actor: Actor, user_id: str, what: Change, verb: str) -> UserRow:

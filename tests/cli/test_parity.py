@@ -27,7 +27,7 @@ from iron.cli.commands import ApiCommand
 from iron.cli.main import cli
 from iron.cli.params import ApiArgument, ApiOption
 from tests.cli.conftest import Servers, invoke
-from tests.conftest import FAKE_PROVIDER_KEY
+from tests.conftest import FAKE_PROVIDER_KEY, provider_body
 
 EXCLUDED: dict[tuple[str, str], str] = {
     ("GET", "/api/health"): "system",
@@ -206,12 +206,7 @@ def samples(api: httpx.Client) -> dict[str, str]:
     tag = secrets.token_hex(3)
     provider = made(
         "/api/v1/providers",
-        {
-            "name": f"parity-{tag}",
-            "type": "openai",
-            "endpoint": "https://api.openai.example/v1",
-            "credentials": {"api_key": FAKE_PROVIDER_KEY},
-        },
+        provider_body(f"parity-{tag}"),
     )
     project = made("/api/v1/projects", {"name": f"parity-{tag}"})
     agent = made(

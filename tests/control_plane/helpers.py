@@ -21,7 +21,7 @@ from control_plane.budget.sweeper import run_sweeper
 from control_plane.lib.pagination import Page
 from iron import ids
 from iron.timefmt import utcnow
-from tests.conftest import FAKE_PROVIDER_KEY, AgentHandle, login
+from tests.conftest import FAKE_PROVIDER_KEY, AgentHandle, login, provider_body
 from tests.ledger_checks import ALL_TABLES
 
 # --- routes ------------------------------------------------------------------------------------
@@ -214,17 +214,7 @@ async def create_agent(
 async def create_provider(
     client: httpx.AsyncClient, admin: dict[str, str], type_: str = "openai", key: str = FAKE_PROVIDER_KEY
 ) -> dict[str, Any]:
-    response = await client.post(
-        "/api/v1/providers",
-        headers=admin,
-        json={
-            "name": f"provider-{secrets.token_hex(4)}",
-            "type": type_,
-            "endpoint": "https://llm.example/v1",
-            "credentials": {"api_key": key},
-            "models": ["model-a"],
-        },
-    )
+    response = await client.post("/api/v1/providers", headers=admin, json=provider_body(key=key, type=type_))
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body

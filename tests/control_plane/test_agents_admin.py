@@ -151,6 +151,30 @@ async def test_roles_on_agent_changes(
         assert response.status_code in (200, 204), (method, url, response.text)
 
 
+async def test_only_an_admin_gives_an_agent_to_another_live_user(
+    client: httpx.AsyncClient, pool: asyncpg.Pool, admin_headers: dict[str, str], roles: Roles
+) -> None:
+    agent = await create_agent(client, roles.owner.headers)
+    path = f"/api/v1/agents/{agent.id}"
+    before = await fingerprint(pool)
+    response = await client.put(path, headers=roles.owner.headers, json={"owner_id": roles.other.id})
+    await assert_refused(pool, response, 403, "PERMISSION_DENIED")
+    for unknown in (ids.new_id(ids.USER), "not-a-user-id"):
+        response = await client.put(path, headers=admin_headers, json={"owner_id": unknown})
+        error = await assert_refused(pool, response, 400, "VALIDATION_ERROR")
+        assert set(error["fields"]) == {"owner_id"}, error
+    assert await fingerprint(pool) == before
+
+    response = await client.put(path, headers=admin_headers, json={"owner_id": roles.other.id})
+    assert response.status_code == 200, response.text
+    assert response.json()["owner_id"] == roles.other.id
+    entry = await assert_one_audit(pool, response, "AGENT_UPDATED", agent.id)
+    assert roles.owner.id in entry["changes"]
+    assert roles.other.id in entry["changes"]
+    assert (await client.get(path, headers=roles.other.headers)).status_code == 200
+    assert_error(await client.get(path, headers=roles.owner.headers), 404, "RESOURCE_NOT_FOUND")
+
+
 @pytest.mark.parametrize(
     ("method", "suffix", "body", "field"),
     [

@@ -19,7 +19,7 @@ from litestar import Litestar
 
 from iron import ids
 from iron.crypto import unseal
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MakeAgent, open_lease
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MakeAgent, open_lease, provider_body
 from tests.control_plane.helpers import Roles, assert_error, bearer, fingerprint, make_jwt, make_person, usage
 from tests.ledger_checks import assert_ledger_invariants
 
@@ -452,13 +452,7 @@ async def test_provider_keys_are_stored_sealed_and_never_returned_by_the_admin_a
     client: httpx.AsyncClient, pool: asyncpg.Pool, app: Litestar, admin_headers: dict[str, str]
 ) -> None:
     key = f"sk-secret-{secrets.token_hex(16)}"
-    request = {
-        "name": f"sealed-{secrets.token_hex(3)}",
-        "type": "openai",
-        "endpoint": "https://api.openai.example/v1",
-        "credentials": {"api_key": key},
-        "models": ["gpt-4o"],
-    }
+    request = provider_body(key=key)
     response = await client.post("/api/v1/providers", headers=admin_headers, json=request)
     assert response.status_code == 201, response.text
     body = response.json()

@@ -27,6 +27,7 @@ from litestar import Litestar
 from control_plane.lib import openapi
 from iron import ids
 from iron.timefmt import iso
+from tests.conftest import provider_body
 from tests.control_plane.helpers import (
     Person,
     assert_error,
@@ -101,12 +102,7 @@ async def agents(ctx: Context) -> Seeded:
 async def providers(ctx: Context) -> Seeded:
     made = []
     for n, type_ in enumerate(("cohere", "google", "cohere")):
-        body = {
-            "name": ctx.name(n),
-            "type": type_,
-            "endpoint": "https://llm.example/v1",
-            "credentials": {"api_key": "sk-listed"},
-        }
+        body = provider_body(ctx.name(n), key="sk-listed", type=type_)
         made.append((await ctx.call("POST", "/api/v1/providers", body, 201))["id"])
     await ctx.call("PUT", f"/api/v1/providers/{made[2]}", {"status": "disabled"})
     return ctx.searched(made, [("type=google", {made[1]}), ("type=cohere&status=disabled", {made[2]})])

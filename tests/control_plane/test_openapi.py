@@ -9,8 +9,6 @@ a minute; ``IRON_SCHEMATHESIS_EXAMPLES`` raises it for a longer local campaign.
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -40,9 +38,9 @@ from control_plane.app import create_app
 from control_plane.lib import openapi
 from control_plane.lib.pagination import Page
 from control_plane.settings import Settings
-from iron.embedded import EmbeddedValkey, ServiceUrls, free_port, scratch_database
+from iron.embedded import EmbeddedValkey, ServiceUrls, scratch_database
 from iron.validation import decode
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, FAKE_PROVIDER_KEY
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, control_planes, provider_body
 from tests.control_plane.helpers import paginated_lists
 
 EXAMPLES = int(os.environ.get("IRON_SCHEMATHESIS_EXAMPLES", "10"))
@@ -282,14 +280,11 @@ async def private_database(service_urls: ServiceUrls) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="module")
-def target(private_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+async def target(private_database: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Target]:
     """A control plane on a database and a Valkey of its own, with a provider and an agent."""
     valkey = EmbeddedValkey(Path(tmp_path_factory.mktemp("openapi-valkey")))
-    process = None
     try:
-        port = free_port()
         env = {
-            **os.environ,
             "DATABASE_URL": private_database,
             "REDIS_URL": valkey.start(),
             "IRON_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
@@ -299,50 +294,26 @@ def target(private_database: str, tmp_path_factory: pytest.TempPathFactory) -> I
             "IRON_DB_POOL_MIN": "1",
             "IRON_DB_POOL_MAX": "4",  # PostgreSQL's connections are shared with the rest of the suite
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "control_plane", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, "control plane exited"
-            assert time.monotonic() < deadline, "control plane did not start"
-            time.sleep(0.1)
-        tokens = [_login(url) for _ in range(EXAMPLES + 3)]
-        admin = {"Authorization": f"Bearer {tokens.pop()}"}
-        provider = httpx.post(
-            f"{url}/api/v1/providers",
-            headers=admin,
-            json={
-                "name": "openapi-provider",
-                "type": "openai",
-                "endpoint": "https://api.openai.example/v1",
-                "credentials": {"api_key": FAKE_PROVIDER_KEY},
-                "models": ["gpt-4o-mini"],
-            },
-        )
-        assert provider.status_code == 201, provider.text
-        created = httpx.post(
-            f"{url}/api/v1/agents",
-            headers=admin,
-            json={"name": "openapi-agent", "budget": 1000, "providers": [provider.json()["id"]]},
-        )
-        assert created.status_code == 201, created.text
-        agent = {"Authorization": f"Bearer {created.json()['ic_token']['token']}"}
-        yield Target(url, admin, agent, tokens)
+        async with control_planes(env, tmp_path_factory.mktemp("openapi-logs"), "openapi") as (url,):
+            yield _target(url)
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(10)
         valkey.stop()
+
+
+def _target(url: str) -> Target:
+    """Admin tokens, a provider and an agent on the control plane at ``url``."""
+    tokens = [_login(url) for _ in range(EXAMPLES + 3)]
+    admin = {"Authorization": f"Bearer {tokens.pop()}"}
+    provider = httpx.post(f"{url}/api/v1/providers", headers=admin, json=provider_body("openapi-provider"))
+    assert provider.status_code == 201, provider.text
+    created = httpx.post(
+        f"{url}/api/v1/agents",
+        headers=admin,
+        json={"name": "openapi-agent", "budget": 1000, "providers": [provider.json()["id"]]},
+    )
+    assert created.status_code == 201, created.text
+    agent = {"Authorization": f"Bearer {created.json()['ic_token']['token']}"}
+    return Target(url, admin, agent, tokens)
 
 
 def _auth_for(target: Target, operation: Any) -> Callable[[], dict[str, str]]:

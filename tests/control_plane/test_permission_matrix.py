@@ -39,9 +39,9 @@ from litestar.routes import HTTPRoute, WebSocketRoute
 
 from control_plane.auth import repository as sessions
 from control_plane.auth.secrets import hash_password, new_token, token_hash
-from iron import ids
+from iron import analytics, ids
 from iron.timefmt import utcnow
-from tests.conftest import AgentHandle
+from tests.conftest import AgentHandle, provider_body
 from tests.control_plane.helpers import (
     Person,
     assert_error,
@@ -307,12 +307,7 @@ async def a_budget_request_of_an_agent(world: World, caller: str) -> Call:
 
 
 def new_provider() -> dict[str, Any]:
-    return {
-        "name": f"matrix-{secrets.token_hex(4)}",
-        "type": "openai",
-        "endpoint": "https://llm.example/v1",
-        "credentials": {"api_key": f"sk-matrix-{secrets.token_hex(8)}"},
-    }
+    return provider_body(f"matrix-{secrets.token_hex(4)}", key=f"sk-matrix-{secrets.token_hex(8)}")
 
 
 def new_user() -> dict[str, Any]:
@@ -339,19 +334,6 @@ REFRESH = Route(AGENT, a_refresh, audited=False)
 RETURN = Route(AGENT, a_lease_to_return, audited=False)
 V1 = "/api/v1"
 ANALYTICS = f"{V1}/analytics"
-#: Any signed-in caller reads the usage of the agents it may read; naming another's agent is 404.
-ANALYTICS_QUERIES = (
-    "spending/total",
-    "spending/by-agent",
-    "spending/by-provider",
-    "spending/avg-per-request",
-    "spending/timeseries",
-    "budget/status",
-    "usage/requests",
-    "usage/tokens/by-agent",
-    "usage/models",
-    "events",
-)
 BREQ = {"/api/v1/budget-requests", "/api/v1/budget/requests"}
 
 #: Every route of the app, by (method, path template).
@@ -454,7 +436,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{V1}/agents/provider-key"): Route(AGENT, audited=False),
     # analytics: ingestion is the agent side (not audited, as the protocol's reports), queries
     ("POST", f"{ANALYTICS}/events"): Route(AGENT, an_event, audited=False),
-    **{("GET", f"{ANALYTICS}/{query}"): Route(READ_OWN, an_agents_usage) for query in ANALYTICS_QUERIES},
+    # any signed-in caller reads the usage of the agents it may read; naming another's agent is 404
+    **{("GET", f"{ANALYTICS}/{query}"): Route(READ_OWN, an_agents_usage) for query in analytics.QUERIES},
     # realtime: authenticated by its first message (tests/realtime), any signed-in user
     ("WS", "/ws"): Route(SIGNED_IN),
     # the dashboard: the page and its files hold no data (it reads the API with the user's token)

@@ -15,7 +15,7 @@ from litestar import Litestar
 
 from iron import ids
 from iron.crypto import decrypt_ip_token, unseal
-from tests.conftest import open_lease
+from tests.conftest import open_lease, provider_body
 from tests.control_plane.helpers import (
     Roles,
     assert_error,
@@ -65,12 +65,7 @@ async def test_every_role_lists_and_gets_providers_and_never_sees_a_key(
     created = await client.post(
         "/api/v1/providers",
         headers=admin_headers,
-        json={
-            "name": f"listed-{secrets.token_hex(4)}",
-            "type": "mistral",
-            "endpoint": "https://llm.example/v1",
-            "credentials": {"api_key": key},
-        },
+        json=provider_body(f"listed-{secrets.token_hex(4)}", key=key, type="mistral"),
     )
     assert created.status_code == 201, created.text
     provider = created.json()

@@ -5,12 +5,9 @@ Each test counts against users (and so Redis keys) of its own, so no test can th
 
 import asyncio
 import logging
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +24,7 @@ from control_plane.lib.ratelimit import SCOPES, RateLimits, Rule, category_of
 from control_plane.settings import SettingsError
 from iron import ids
 from iron.embedded import free_port
+from tests.conftest import control_planes
 from tests.control_plane.helpers import create_agent, make_person
 
 
@@ -356,7 +354,9 @@ async def test_redis_trouble_lets_requests_through_without_headers(
 
 
 @pytest.fixture(scope="module")
-def limited_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
+async def limited_processes(
+    env: dict[str, str], client: Any, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[list[str]]:
     """Two real control planes on the test database and Redis, with a low read limit."""
     extra = {
         "IRON_RATE_LIMITS": "read=20/60",
@@ -366,35 +366,8 @@ def limited_processes(env: dict[str, str], client: Any) -> Iterator[list[str]]:
         "IRON_DB_POOL_MIN": "1",
         "IRON_DB_POOL_MAX": "4",
     }
-    procs, urls = [], []
-    for _ in range(2):
-        port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "control_plane", "--port", str(port)],
-                env={**os.environ, **env, **extra},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        deadline = time.monotonic() + 30
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("control plane did not start")
-                time.sleep(0.1)
+    async with control_planes({**env, **extra}, tmp_path_factory.mktemp("limited"), "1", "2") as urls:
         yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
 
 
 @pytest.mark.slow

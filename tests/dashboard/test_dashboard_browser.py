@@ -16,8 +16,7 @@ import pytest
 
 from iron.embedded import free_port
 from sidecar.client import AsyncSidecarClient
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MakeAgent
-from tests.realtime.conftest import start_control_plane
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, MakeAgent, start_control_plane
 from tests.sidecar.fault_processes import ServerProcess, sidecar_argv
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

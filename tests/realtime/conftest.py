@@ -5,29 +5,21 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from iron import feed
-from iron.embedded import free_port
-from iron.realtime import ServerMessage, decode_server_message
-from tests.conftest import AgentHandle, login
-from tests.sidecar.fault_processes import ServerProcess, control_plane_argv
+from iron.realtime import Error, ServerMessage, decode_server_message
+from tests.conftest import AgentHandle, control_planes, login
 
 # fast heartbeats and credential checks, so the tests see them within a second
 REALTIME_ENV = {"IRON_WS_HEARTBEAT_S": "0.5", "IRON_WS_RECHECK_S": "0.3", "IRON_WS_AUTH_TIMEOUT_S": "1"}
 WAIT_S = 15.0  # how long a test waits for a message before it fails
-
-
-async def start_control_plane(env: dict[str, str], log_dir: Path, name: str) -> ServerProcess:
-    port = free_port()
-    process = ServerProcess(name, control_plane_argv(port), env, port, log_dir, "/api/health")
-    return await process.start_ready()
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +28,8 @@ async def replicas(
 ) -> AsyncIterator[list[str]]:
     """Two control-plane processes on the test database and Redis: replica A and replica B."""
     log_dir = tmp_path_factory.mktemp("realtime-logs")
-    started = [
-        await start_control_plane({**env, **REALTIME_ENV}, log_dir, f"control-plane-{name}") for name in "ab"
-    ]
-    yield [process.url for process in started]
-    for process in started:
-        process.cleanup()
+    async with control_planes({**env, **REALTIME_ENV}, log_dir, "a", "b") as urls:
+        yield urls
 
 
 @dataclass
@@ -98,9 +86,25 @@ async def open_feed(base_url: str, token: str, **options: Any) -> AsyncIterator[
             await task
 
 
+async def refusal(base_url: str, first_message: str | None) -> tuple[Error, int | None]:
+    """Connect, send ``first_message`` (or nothing), and return the ERROR and the close code."""
+    async with websockets.connect(feed.feed_url(base_url)) as socket:
+        if first_message is not None:
+            await socket.send(first_message)
+        message = decode_server_message(await socket.recv())
+        assert isinstance(message, Error), message
+        with pytest.raises(websockets.ConnectionClosed):
+            await socket.recv()
+        return message, socket.close_code
+
+
+PASSWORD = "a long enough password 123"  # every person's
+
+
 @dataclass(frozen=True)
 class Person:
     id: str
+    email: str
     token: str
 
     @property
@@ -110,15 +114,19 @@ class Person:
 
 async def make_person(client: httpx.AsyncClient, admin_headers: dict[str, str], role: str = "user") -> Person:
     email = f"{role}-{secrets.token_hex(4)}@example.com"
-    password = "a long enough password 123"
     response = await client.post(
         "/api/v1/users",
         headers=admin_headers,
-        json={"email": email, "name": f"{role} person", "role": role, "password": password},
+        json={"email": email, "name": f"{role} person", "role": role, "password": PASSWORD},
     )
     assert response.status_code == 201, response.text
-    headers = await login(client, email, password)
-    return Person(response.json()["id"], headers["Authorization"].removeprefix("Bearer "))
+    return Person(response.json()["id"], email, await session_token(client, email))
+
+
+async def session_token(client: httpx.AsyncClient, email: str) -> str:
+    """A new session's access token."""
+    headers = await login(client, email, PASSWORD)
+    return headers["Authorization"].removeprefix("Bearer ")
 
 
 async def own_agent(client: httpx.AsyncClient, owner: Person, budget: float = 100.0) -> AgentHandle:

@@ -24,8 +24,8 @@ from iron.realtime import (
     decode_server_message,
     encode,
 )
-from tests.conftest import MakeAgent, open_lease
-from tests.realtime.conftest import REALTIME_ENV, open_feed, start_control_plane, usage
+from tests.conftest import MakeAgent, open_lease, start_control_plane
+from tests.realtime.conftest import REALTIME_ENV, open_feed, usage
 
 BATCHES, PER_BATCH = 150, 50  # ~5 MB of messages: more than the socket buffers of a client that stopped
 PACE_S = 0.03  # between reports, so that a reading client keeps up on a busy machine

@@ -12,11 +12,13 @@ Helpers: :mod:`tests.sidecar.runtime_load` (the runtimes) and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -303,45 +305,69 @@ async def test_hard_cap_holds_for_500_cycles_from_4_runtimes_over_2_replicas(
 # -- 2. kill -9 a replica mid-load ----------------------------------------------------------------
 
 
+@dataclass
+class TwoReplicas:
+    """Replicas A and B of one agent, each on its own control plane, with a :class:`Load` on both."""
+
+    agent: AgentHandle
+    a: ServerProcess
+    b: ServerProcess
+    load: Load
+    redis_url: str
+
+    async def kill_a(self) -> None:
+        """kill -9 A once the load has run a while; A flushes once a second, so it dies holding
+        usage it has read but not shipped."""
+        await asyncio.sleep(1.5)
+        self.a.kill()
+        _, pending = await journal(self.redis_url, self.agent)
+        assert pending.get(replica_id(self.agent, "a"), 0) > 0, pending
+
+
+StartTwoReplicas = Callable[..., contextlib.AbstractAsyncContextManager[TwoReplicas]]
+
+
+@pytest.fixture
+def two_replicas_under_load(
+    make_agent: MakeAgent, control_plane_processes: list[str], redis_url: str, fleet: Fleet
+) -> StartTwoReplicas:
+    """Two replicas under load for the body of an ``async with``; the load stops when it ends, and
+    then every admitted call must have been committed, each answered or cut off by the kill."""
+
+    @contextlib.asynccontextmanager
+    async def start(prefix: str, b_env: dict[str, str] | None = None) -> AsyncIterator[TwoReplicas]:
+        agent = await make_agent(budget=100)
+
+        async def replica(name: str, control_plane: str, env: dict[str, str]) -> ServerProcess:
+            env = {"IRON_LEASE_USD": "5", **env}
+            return await fleet.sidecar(agent, name, control_plane=control_plane, redis_url=redis_url, env=env)
+
+        a = await replica("a", control_plane_processes[0], {"IRON_FLUSH_AGE_MS": "1000"})
+        b = await replica("b", control_plane_processes[1], {"IRON_FLUSH_AGE_MS": "50", **(b_env or {})})
+        load = Load([a.url, b.url], cost_usd=0.001, workers=6, pace_s=0.01, prefix=f"{prefix}-{agent.id}")
+        replicas = TwoReplicas(agent, a, b, load.start(), redis_url)
+        try:
+            yield replicas
+        finally:
+            out = await load.stop()
+        assert_all_committed(out)
+        assert set(out.statuses()) <= {200, TRANSPORT_ERROR}, out.statuses()
+
+    return start
+
+
 async def test_kill_9_and_restart_a_replica_mid_load_loses_no_commit(
-    pool: asyncpg.Pool,
-    make_agent: MakeAgent,
-    control_plane_processes: list[str],
-    redis_url: str,
-    fleet: Fleet,
+    pool: asyncpg.Pool, two_replicas_under_load: StartTwoReplicas
 ) -> None:
-    agent = await make_agent(budget=100)
-    # A flushes once a second, so when it dies it holds usage it has read but not shipped
-    a = await fleet.sidecar(
-        agent,
-        "a",
-        control_plane=control_plane_processes[0],
-        redis_url=redis_url,
-        env={"IRON_LEASE_USD": "5", "IRON_FLUSH_AGE_MS": "1000"},
-    )
-    b = await fleet.sidecar(
-        agent,
-        "b",
-        control_plane=control_plane_processes[1],
-        redis_url=redis_url,
-        env={"IRON_LEASE_USD": "5", "IRON_FLUSH_AGE_MS": "50"},
-    )
-    load = Load([a.url, b.url], cost_usd=0.001, workers=6, pace_s=0.01, prefix=f"k9-{agent.id}").start()
-    try:
-        await asyncio.sleep(1.5)
-        a.kill()
-        _, pending = await journal(redis_url, agent)
-        assert pending.get(replica_id(agent, "a"), 0) > 0, pending  # A died with unshipped usage
+    async with two_replicas_under_load("k9") as replicas:
+        await replicas.kill_a()
         await asyncio.sleep(0.5)
-        await a.start_ready()  # same IRON_SIDECAR_ID: it recovers its own pending entries
+        await replicas.a.start_ready()  # same IRON_SIDECAR_ID: it recovers its own pending entries
         await asyncio.sleep(1.5)
-    finally:
-        out = await load.stop()
-    assert_all_committed(out)
-    assert set(out.statuses()) <= {200, TRANSPORT_ERROR}, out.statuses()
+    agent, out = replicas.agent, replicas.load.out
     # B would claim A's entries only after claim_idle_ms (30 s): here the restarted A ships them
-    assert await journal_drained(redis_url, agent, 10), await journal(redis_url, agent)
-    for replica in (b, a):
+    assert await journal_drained(replicas.redis_url, agent, 10), await journal(replicas.redis_url, agent)
+    for replica in (replicas.b, replicas.a):
         assert await replica.terminate() == 0, replica.log_tail()
     state = await assert_exactly_once(pool, agent, out.committed)
     assert len(out.committed) > 100
@@ -349,42 +375,16 @@ async def test_kill_9_and_restart_a_replica_mid_load_loses_no_commit(
 
 
 async def test_kill_9_without_restart_the_other_replica_claims_the_usage(
-    pool: asyncpg.Pool,
-    make_agent: MakeAgent,
-    control_plane_processes: list[str],
-    redis_url: str,
-    fleet: Fleet,
+    pool: asyncpg.Pool, two_replicas_under_load: StartTwoReplicas
 ) -> None:
-    agent = await make_agent(budget=100)
-    a = await fleet.sidecar(
-        agent,
-        "a",
-        control_plane=control_plane_processes[0],
-        redis_url=redis_url,
-        env={"IRON_LEASE_USD": "5", "IRON_FLUSH_AGE_MS": "1000"},
-    )
     # B takes over A's unacknowledged entries once they have been idle 1.5 s (30 s by default)
-    b = await fleet.sidecar(
-        agent,
-        "b",
-        control_plane=control_plane_processes[1],
-        redis_url=redis_url,
-        env={"IRON_LEASE_USD": "5", "IRON_FLUSH_AGE_MS": "50", "IRON_CLAIM_IDLE_MS": "1500"},
-    )
-    load = Load([a.url, b.url], cost_usd=0.001, workers=6, pace_s=0.01, prefix=f"k9c-{agent.id}").start()
-    try:
-        await asyncio.sleep(1.5)
-        a.kill()
-        _, pending = await journal(redis_url, agent)
-        assert pending.get(replica_id(agent, "a"), 0) > 0, pending
+    async with two_replicas_under_load("k9c", b_env={"IRON_CLAIM_IDLE_MS": "1500"}) as replicas:
+        await replicas.kill_a()
         await asyncio.sleep(1.0)
-    finally:
-        out = await load.stop()
-    assert_all_committed(out)
-    assert set(out.statuses()) <= {200, TRANSPORT_ERROR}, out.statuses()
+    agent, out = replicas.agent, replicas.load.out
     # B claims what A read and never acknowledged (it checks every 5 s)
-    assert await journal_drained(redis_url, agent, 15), await journal(redis_url, agent)
-    assert await b.terminate() == 0, b.log_tail()
+    assert await journal_drained(replicas.redis_url, agent, 15), await journal(replicas.redis_url, agent)
+    assert await replicas.b.terminate() == 0, replicas.b.log_tail()
     await assert_exactly_once(pool, agent, out.committed)
     assert len(out.committed) > 100
 

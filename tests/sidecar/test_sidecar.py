@@ -6,7 +6,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
+from redis.asyncio import Redis
 
+from sidecar.config import ConfigError, SidecarSettings
 from tests.conftest import FAKE_PROVIDER_KEY, MakeAgent
 from tests.ledger_checks import assert_ledger_invariants
 from tests.sidecar.conftest import StartSidecar
@@ -152,3 +155,54 @@ async def test_shutdown_flushes_and_returns_the_lease(
     assert status == "closed"
     state = await assert_ledger_invariants(pool, agent.id)
     assert (state.spent, state.outstanding, state.available) == (500_000, 0, 9_500_000)
+
+
+def report_body(request_id: str, cost: float) -> dict[str, Any]:
+    body = commit_body(request_id, cost)
+    body["request_id"] = body.pop("reservation_id")
+    return body
+
+
+async def test_a_replay_after_the_dedup_window_is_still_counted_once_by_the_ledger(
+    pool: asyncpg.Pool, make_agent: MakeAgent, start_sidecar: StartSidecar, redis_url: str
+) -> None:
+    """The sidecar forgets charged ids after its window (its Redis memory stays bounded); a later
+    replay is then charged to the lease again, the safe side, and the control plane still counts
+    the call once."""
+    agent = await make_agent(budget=20)
+    sidecar, http = await start_sidecar(
+        agent, IRON_LEASE_USD="5", IRON_DEDUP_WINDOW_S="1", IRON_RESERVATION_HOLD_MS="500"
+    )
+
+    async def report(request_id: str) -> str:
+        reply = await http.post("/v1/report", json=report_body(request_id, 0.1))
+        return reply.headers["x-iron-outcome"]
+
+    outcomes = [await report("call-1"), await report("call-1")]
+    await asyncio.sleep(1.1)
+    outcomes += [await report("call-2"), await report("call-1")]
+    assert outcomes == ["charged", "duplicate", "charged", "charged"]
+    store = sidecar.lease.store
+    assert store is not None
+    client = Redis.from_url(redis_url)
+    try:  # the second report trimmed the first id; the replay put it back
+        assert await client.zcard(store.keys.seen) == 2
+    finally:
+        await client.aclose()
+    assert (await http.get("/v1/budget")).json()["spent_usd"] == 0.3  # the lease counted it twice
+
+    async def reported() -> bool:
+        return await pool.fetchval("SELECT count(*) FROM usage_event_ids WHERE agent_id = $1", agent.id) == 2
+
+    await wait_for(reported)
+    await wait_for(lambda: _journal_empty(http))
+    assert await pool.fetchval("SELECT spent_micros FROM agents WHERE id = $1", agent.id) == 200_000
+    await assert_ledger_invariants(pool, agent.id)
+
+
+def test_the_dedup_window_setting_is_checked() -> None:
+    env = {"IRON_CONTROL_PLANE_URL": "http://cp", "IRON_IC_TOKEN": "ic_x", "REDIS_URL": "redis://r"}
+    assert SidecarSettings.from_env(env).dedup_window_ms == 3_600_000
+    assert SidecarSettings.from_env({**env, "IRON_DEDUP_WINDOW_S": "90"}).dedup_window_ms == 90_000
+    with pytest.raises(ConfigError, match="IRON_DEDUP_WINDOW_S"):
+        SidecarSettings.from_env({**env, "IRON_DEDUP_WINDOW_S": "30"})  # shorter than a hold

@@ -157,6 +157,21 @@ const handlers = {
     updateAgent(message.agent);
     addFeed(message, `Lease ${message.action} for ${message.agent.name}: ${usd(message.amount, 6)}`);
   },
+  AGENT_UPDATED(message) {
+    const { user } = state.session;
+    const { agent } = message;
+    // deleted, or given to another owner: no longer this user's to see (admins see every agent)
+    const gone = message.action === "deleted" || (user.role !== "admin" && agent.owner_id !== user.id);
+    if (gone) removeAgent(agent.id);
+    else updateAgent(agent);
+    const what = {
+      created: "created",
+      updated: gone ? "moved to another owner" : "updated",
+      budget_changed: `budget set to ${usd(agent.budget)}`,
+      deleted: "deleted",
+    }[message.action];
+    addFeed(message, `Agent ${agent.name} ${what}`);
+  },
   HEARTBEAT(message) {
     setLive("on", `live · ${clock(message.timestamp)}`);
   },
@@ -188,6 +203,10 @@ function updateAgent(agent) {
   const row = document.querySelector(`li[data-agent-id="${CSS.escape(agent.id)}"]`);
   if (row) fillAgentRow(row, agent);
   else renderAgents();
+}
+
+function removeAgent(agentId) {
+  if (state.agents.delete(agentId)) renderAgents();
 }
 
 function level(percent) {

@@ -23,6 +23,7 @@ from litestar import Litestar
 
 from control_plane.app import create_app
 from control_plane.settings import Settings
+from control_plane.users import repository as users_repository
 from iron import ids
 from iron.embedded import ServiceUrls, scratch_database
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login
@@ -332,12 +333,41 @@ async def test_nobody_demotes_suspends_or_deletes_themselves(
 
 
 @contextlib.asynccontextmanager
-async def lone_admin_app(service_urls: ServiceUrls, env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    """A control plane on a database of its own, where the bootstrap admin is the only admin."""
+async def lone_admin_app(
+    service_urls: ServiceUrls, env: dict[str, str]
+) -> AsyncIterator[tuple[httpx.AsyncClient, asyncpg.Connection]]:
+    """A control plane on a database of its own, where the bootstrap admin is the only admin,
+    and a connection of the test's own to that database."""
     async with scratch_database(service_urls.database_url, "iron_test_lone") as url:
         application = create_app(Settings.from_env({**env, "DATABASE_URL": url}))
         async with application.lifespan(), client_at(application, fresh_ip()) as http:
-            yield http
+            conn = await asyncpg.connect(url)
+            try:
+                yield http, conn
+            finally:
+                await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def admin_changes_held(conn: asyncpg.Connection, waiters: int) -> AsyncIterator[None]:
+    """Hold the lock that serialises admin removals; on exit, wait until ``waiters`` other
+    transactions queue behind it, then let them go.
+
+    Requests sent inside the block have then all passed their role check before the guard
+    decides, so a race is a race every time, not only when the scheduler happens to allow it.
+    """
+    async with conn.transaction():
+        await users_repository.lock_admin_changes(conn)
+        yield
+        query = """SELECT count(*) FROM pg_locks
+                   WHERE locktype = 'advisory' AND NOT granted
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+        for _ in range(1000):
+            if await conn.fetchval(query) >= waiters:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"fewer than {waiters} transactions reached the admin-changes lock")
 
 
 def removal(operation: str, user_id: str) -> dict[str, Any]:
@@ -353,7 +383,7 @@ def removal(operation: str, user_id: str) -> dict[str, Any]:
 async def test_the_last_active_admin_stays_even_when_two_admins_race(
     service_urls: ServiceUrls, env: dict[str, str]
 ) -> None:
-    async with lone_admin_app(service_urls, env) as http:
+    async with lone_admin_app(service_urls, env) as (http, conn):
         headers = await login(http, ADMIN_EMAIL, ADMIN_PASSWORD)
         admin_id = (await http.get("/api/v1/users?role=admin", headers=headers)).json()["data"][0]["id"]
         for operation in ("demote", "suspend", "delete"):
@@ -364,12 +394,14 @@ async def test_the_last_active_admin_stays_even_when_two_admins_race(
             other = await login(http, created["email"], password)
             # Each admin removes the other, at once. Both pass the role check; without the
             # guard both would succeed and leave no admin at all.
-            racing = await asyncio.gather(
-                http.request(**removal(operation, created["id"]), headers=headers),
-                http.request(**removal(operation, admin_id), headers=other),
-            )
-            first_won = racing[0].status_code in (200, 204)
-            winner, loser = racing if first_won else racing[::-1]
+            async with admin_changes_held(conn, waiters=2):
+                racing = [
+                    asyncio.create_task(http.request(**removal(operation, created["id"]), headers=headers)),
+                    asyncio.create_task(http.request(**removal(operation, admin_id), headers=other)),
+                ]
+            responses = await asyncio.gather(*racing)
+            first_won = responses[0].status_code in (200, 204)
+            winner, loser = responses if first_won else responses[::-1]
             assert winner.status_code in (200, 204), winner.text
             assert_error(loser, 409, "RESOURCE_CONFLICT")
             if not first_won:

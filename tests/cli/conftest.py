@@ -19,9 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from iron.cli.main import cli
-from iron.embedded import free_port
-from iron.processes import Children, wait_ready
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, control_planes
 
 SHORT_TTL_S = 2
 IRON = Path(sys.executable).with_name("iron")
@@ -40,16 +38,13 @@ async def servers(
     env: dict[str, str], client: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Servers]:
     """``client`` first: the in-process app has migrated the database and made the admin."""
-    urls: dict[str, str] = {}
-    with Children(tmp_path_factory.mktemp("cli-servers")) as children:
-        for name, extra in (("main", {}), ("short", {"IRON_ACCESS_TOKEN_TTL": str(SHORT_TTL_S)})):
-            port = free_port()
-            children.start(name, ["control_plane", "--port", str(port)], {**env, **extra})
-            urls[name] = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(timeout=5) as http:
-            for name, url in urls.items():
-                await wait_ready(http, children, name, f"{url}/api/health")
-        yield Servers(**urls)
+    log_dir = tmp_path_factory.mktemp("cli-servers")
+    short_env = {**env, "IRON_ACCESS_TOKEN_TTL": str(SHORT_TTL_S)}
+    async with (
+        control_planes(env, log_dir, "cli-main") as (main,),
+        control_planes(short_env, log_dir, "cli-short") as (short,),
+    ):
+        yield Servers(main=main, short=short)
 
 
 def cli_env(config_file: Path, **extra: str) -> dict[str, str]:

@@ -66,7 +66,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 app.state.update(
                     pool=pool, redis=redis_client, publisher=publisher, started_at=time.monotonic()
                 )
-                sweeper = asyncio.create_task(run_sweeper(pool, settings.sweep_interval_s, publisher))
+                sweeper = asyncio.create_task(
+                    run_sweeper(
+                        pool, settings.sweep_interval_s, publisher, settings.usage_events_retention_months
+                    )
+                )
                 # What start-up made lives as long as the process: keep it out of the collector's full
                 # passes, whose pauses otherwise show as the feed's and the API's slowest responses.
                 gc.freeze()

@@ -36,6 +36,9 @@ class Settings:
     ws_recheck_s: float = 15.0  # how often a /ws socket's credential is checked again
     ws_auth_timeout_s: float = 10.0
     ws_backlog: int = 1000  # unsent messages a /ws client may fall behind by before it is dropped
+    # Whole months of raw usage events kept before the current one; 0 keeps them all. Rollups
+    # and the ledger are kept whatever it says.
+    usage_events_retention_months: int = 0
 
     @property
     def production(self) -> bool:
@@ -59,6 +62,11 @@ class Settings:
             master_key = decode_master_key(master_key_text)
         except ValueError as exc:
             raise SettingsError(f"IRON_MASTER_KEY: {exc}") from None
+        retention = env.get("IRON_USAGE_EVENTS_RETENTION_MONTHS") or "0"
+        if not (retention.isascii() and retention.isdigit()) or int(retention) > 1200:
+            raise SettingsError(
+                "IRON_USAGE_EVENTS_RETENTION_MONTHS must be a whole number of months, 0 to 1200"
+            )
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -79,4 +87,5 @@ class Settings:
             ws_recheck_s=float(env.get("IRON_WS_RECHECK_S", 15)),
             ws_auth_timeout_s=float(env.get("IRON_WS_AUTH_TIMEOUT_S", 10)),
             ws_backlog=int(env.get("IRON_WS_BACKLOG", 1000)),
+            usage_events_retention_months=int(retention),
         )

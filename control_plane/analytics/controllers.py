@@ -42,6 +42,7 @@ from control_plane.lib.db import Conn
 from control_plane.lib.errors import validation_error
 from control_plane.lib.listing import sort_schema
 from control_plane.lib.pagination import PageRequest, page_of, page_request
+from control_plane.settings import Settings
 from iron.analytics import (
     EVENT_TYPE_OF,
     STATUS_OF,
@@ -143,11 +144,15 @@ async def _query(
     pool: asyncpg.Pool,
     errors: dict[str, str] | None = None,
     sorting: _Sorting | None = None,
+    raw_only: bool = False,
 ) -> AsyncIterator[_Query]:
     """Every bad parameter (with the caller's ``errors``) in one 400, then the query's scope and
-    period resolved in its snapshot; with ``sorting``, a page of groups."""
+    period resolved in its snapshot; with ``sorting``, a page of groups; ``raw_only``: a query of
+    the raw events alone (see :func:`service.view`)."""
     errors = {} if errors is None else errors
     now = utcnow()
+    settings: Settings = request.app.state.settings
+    horizon = periods.raw_horizon(now, settings.usage_events_retention_months)
     asked = params.read(request.query_params, now, errors)
     page = None
     if sorting is not None:
@@ -155,7 +160,7 @@ async def _query(
     if errors:
         raise validation_error(errors, "Invalid analytics parameters")
     async with repository.reading(pool) as conn:
-        yield _Query(conn, await service.view(conn, user, asked, now), page)
+        yield _Query(conn, await service.view(conn, user, asked, now, horizon, raw_only), page)
 
 
 def _period(period: Period) -> PeriodInfo:
@@ -271,7 +276,12 @@ async def spending_avg_per_request(
         if requests:
             average = service.rounded(Decimal(cost) / requests)
             median, exact = await service.median(
-                query.conn, query.view.window, requests, row["cost_min"], row["cost_max"]
+                query.conn,
+                query.view.window,
+                requests,
+                row["cost_min"],
+                row["cost_max"],
+                exact_limit=service.EXACT_MEDIAN_LIMIT if query.view.raw_kept else 0,
             )
     (average_usd, average_micros), (median_usd, median_micros) = _per_call(average), _per_call(median)
     (min_usd, min_micros), (max_usd, max_micros) = _per_call(row["cost_min"]), _per_call(row["cost_max"])
@@ -427,7 +437,7 @@ async def list_events(
     request: Request[Any, Any, Any], user: NamedDependency[UserPrincipal], pool: NamedDependency[asyncpg.Pool]
 ) -> PeriodPage[UsageEvent]:
     """The calls of the period, newest first (``sort=timestamp`` for oldest first)."""
-    async with _query(request, user, pool, sorting=_EVENTS) as query:
+    async with _query(request, user, pool, sorting=_EVENTS, raw_only=True) as query:
         (count,) = await repository.figures(query.conn, query.view.window, ("requests",))
         rows = await repository.events_page(query.conn, query.view.window, query.order)
     data = [

@@ -77,6 +77,23 @@ def all_time(first: datetime | None, last: datetime | None, now: datetime) -> Pe
     return Period(ALL_TIME, floor(first, "month") if first else floor(now, "month"), end)
 
 
+def raw_horizon(now: datetime, retention_months: int) -> datetime | None:
+    """The earliest moment whose raw events are kept: the start of the month ``retention_months``
+    before the current one (None: all are kept). Before it, only the rollups hold usage."""
+    return shift(floor(now, "month"), "month", -retention_months) if retention_months else None
+
+
+def on_rollups(start: datetime, end: datetime, horizon: datetime | None) -> Range:
+    """``[start, end)`` with each end that lies before ``horizon`` widened to the whole hour, so
+    that no part of the range needs raw events that are no longer kept."""
+    if horizon is None:
+        return start, end
+    return (
+        floor(start, "hour") if start < horizon else start,
+        ceil(end, "hour") if end < horizon else end,
+    )
+
+
 def split(start: datetime, end: datetime, coarsest: Grain = "month") -> dict[str, list[Range]]:
     """``[start, end)`` as disjoint ranges per source: ``raw`` (the events) for what is not whole
     hours, then hours, days and months up to ``coarsest``; at most two ranges per source.

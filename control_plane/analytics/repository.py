@@ -90,6 +90,54 @@ async def insert_new(
     return [event for event in unique if event.event_id in new]
 
 
+# --- retention -------------------------------------------------------------------------------
+
+# Monthly partitions are named by usage_events_add_partition (migration 0005), the only place
+# that makes them: usage_events_pYYYYMM.
+_MONTHS_BEFORE: Final = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'usage_events'::regclass AND c.relname ~ '^usage_events_p[0-9]{6}$'
+  AND make_timestamptz(substr(c.relname, 15, 4)::int, substr(c.relname, 19, 2)::int, 1, 0, 0, 0, 'UTC')
+      + INTERVAL '1 month' <= $1
+ORDER BY c.relname
+"""
+
+
+async def drop_months_before(pool: asyncpg.Pool, horizon: datetime, lock_timeout_ms: int = 2000) -> int:
+    """Drop the monthly partitions wholly before ``horizon``; how many went.
+
+    Dropping one locks the whole event table for a moment; a partition whose lock does not come
+    within ``lock_timeout_ms`` (a long query is reading it) is left for the next sweep rather
+    than queueing every insert behind it. Rollups and event ids are not touched: totals stay,
+    and a late replay of a dropped event is still a duplicate.
+    """
+    dropped = 0
+    for name in [row["relname"] for row in await pool.fetch(_MONTHS_BEFORE, horizon)]:
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                # as usage_events_add_partition does: one replica makes or drops partitions at once
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('usage_events_add_partition'))")
+                if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
+                    await conn.execute(f'DROP TABLE "{name}"')  # the name matched _MONTHS_BEFORE
+                    dropped += 1
+        except asyncpg.LockNotAvailableError:
+            continue
+    return dropped
+
+
+async def delete_default_before(pool: asyncpg.Pool, horizon: datetime, batch: int) -> int:
+    """Delete up to ``batch`` events before ``horizon`` from the default partition (far-off
+    timestamps, months never partitioned); how many went."""
+    status: str = await pool.execute(
+        "DELETE FROM usage_events_default WHERE ctid = ANY(ARRAY("
+        " SELECT ctid FROM usage_events_default WHERE occurred_at < $1 LIMIT $2))",
+        horizon,
+        batch,
+    )
+    return int(status.split()[-1])
+
+
 # --- whose usage -----------------------------------------------------------------------------
 
 

@@ -94,6 +94,7 @@ def outcomes(event_ids: Sequence[str], accepted: Accepted) -> list[bool]:
 class View:
     period: Period
     window: Window
+    raw_kept: bool  # the window's raw events are all still kept (an exact median can be taken)
 
 
 async def _scope(pool: Executor, user: UserPrincipal, asked: Asked) -> Scope:
@@ -114,16 +115,31 @@ async def _scope(pool: Executor, user: UserPrincipal, asked: Asked) -> Scope:
     return Scope(await repository.agent_ids(pool, owner_id, asked.project_id, asked.agent_id), labels)
 
 
-async def view(pool: Executor, user: UserPrincipal, asked: Asked, now: datetime) -> View:
-    """The usage a query covers: whose (what ``user`` may read, narrowed by the filters) and when."""
+async def view(
+    pool: Executor,
+    user: UserPrincipal,
+    asked: Asked,
+    now: datetime,
+    horizon: datetime | None = None,
+    raw_only: bool = False,
+) -> View:
+    """The usage a query covers: whose (what ``user`` may read, narrowed by the filters) and when.
+
+    Raw events before ``horizon`` are no longer kept (:func:`periods.raw_horizon`): a custom
+    period's ends before it are widened to whole hours, which the rollups hold; a query of the
+    raw events alone (``raw_only``) starts at the horizon. The period answered says so.
+    """
     scope = await _scope(pool, user, asked)
     if asked.start is not None and asked.end is not None:
-        period = Period(periods.CUSTOM, asked.start, asked.end)
+        period = Period(periods.CUSTOM, *periods.on_rollups(asked.start, asked.end, horizon))
     elif asked.period == periods.ALL_TIME:
         period = periods.all_time(*await repository.data_bounds(pool, scope), now)
     else:
         period = periods.named(asked.period, now)
-    return View(period, Window(scope, period.start, period.end))
+    if raw_only and horizon is not None and period.start < horizon:
+        period = Period(period.name, min(horizon, period.end), period.end)
+    raw_kept = horizon is None or period.start >= horizon
+    return View(period, Window(scope, period.start, period.end), raw_kept)
 
 
 def rounded(value: float | Decimal) -> int:

@@ -182,9 +182,11 @@ def fresh_ip() -> str:
     return "10." + ".".join(str(secrets.randbelow(254) + 1) for _ in range(3))
 
 
-async def sweep_until(pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]]) -> None:
+async def sweep_until(
+    pool: asyncpg.Pool, done: Callable[[], Awaitable[bool]], retention_months: int = 0
+) -> None:
     """Run the housekeeping loop (a sweep every 50 ms) until ``done()``, for at most 5 s."""
-    sweeper = asyncio.create_task(run_sweeper(pool, 0.05))
+    sweeper = asyncio.create_task(run_sweeper(pool, 0.05, retention_months=retention_months))
     try:
         for _ in range(100):
             if await done():

@@ -18,7 +18,8 @@ from iron.logs import configure_logging
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iron-control-plane", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("IRON_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("IRON_PORT", 8080)))
+    # a string default goes through type=int too: a bad IRON_PORT is a usage error, not a traceback
+    parser.add_argument("--port", type=int, default=os.environ.get("IRON_PORT", "8080"))
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     configure_logging()

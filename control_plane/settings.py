@@ -1,7 +1,9 @@
 """Control-plane settings, read once from the environment."""
 
 import base64
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from iron.crypto import decode_master_key
@@ -13,6 +15,27 @@ _DEV_MASTER_KEY = base64.b64encode(b"iron-cage-dev-master-key-0000000").decode()
 
 class SettingsError(Exception):
     """A setting is missing or unsafe; the message names it and never its value."""
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int | None = None) -> int:
+    """A whole-number setting in ``[low, high]``; unset or empty: ``default``."""
+    raw = env.get(name) or str(default)
+    bounds = f"{low} or more" if high is None else f"{low} to {high}"
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < low or (high is not None and int(raw) > high):
+        raise SettingsError(f"{name} must be a whole number, {bounds}")
+    return int(raw)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration setting in seconds, above zero; unset or empty: ``default``."""
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw) if raw.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a number of seconds above 0")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +85,7 @@ class Settings:
             master_key = decode_master_key(master_key_text)
         except ValueError as exc:
             raise SettingsError(f"IRON_MASTER_KEY: {exc}") from None
-        retention = env.get("IRON_USAGE_EVENTS_RETENTION_MONTHS") or "0"
-        if not (retention.isascii() and retention.isdigit()) or int(retention) > 1200:
-            raise SettingsError(
-                "IRON_USAGE_EVENTS_RETENTION_MONTHS must be a whole number of months, 0 to 1200"
-            )
+        pool_min = _whole(env, "IRON_DB_POOL_MIN", 2, low=0)
         return cls(
             database_url=env["DATABASE_URL"],
             redis_url=env["REDIS_URL"],
@@ -75,17 +94,19 @@ class Settings:
             environment=environment,
             bootstrap_admin_email=env.get("IRON_BOOTSTRAP_ADMIN_EMAIL") or None,
             bootstrap_admin_password=env.get("IRON_BOOTSTRAP_ADMIN_PASSWORD") or None,
-            access_token_ttl_s=int(env.get("IRON_ACCESS_TOKEN_TTL", 3600)),
-            refresh_token_ttl_s=int(env.get("IRON_REFRESH_TOKEN_TTL", 30 * 86400)),
-            lease_ttl_s=int(env.get("IRON_LEASE_TTL", 15 * 60)),
-            sweep_interval_s=float(env.get("IRON_SWEEP_INTERVAL", 30)),
-            db_pool_min=int(env.get("IRON_DB_POOL_MIN", 2)),
-            db_pool_max=int(env.get("IRON_DB_POOL_MAX", 20)),
+            access_token_ttl_s=_whole(env, "IRON_ACCESS_TOKEN_TTL", 3600),
+            refresh_token_ttl_s=_whole(env, "IRON_REFRESH_TOKEN_TTL", 30 * 86400),
+            lease_ttl_s=_whole(env, "IRON_LEASE_TTL", 15 * 60),
+            sweep_interval_s=_seconds(env, "IRON_SWEEP_INTERVAL", 30),
+            db_pool_min=pool_min,
+            db_pool_max=_whole(env, "IRON_DB_POOL_MAX", 20, low=max(pool_min, 1)),
             rate_limits=env.get("IRON_RATE_LIMITS"),
             rate_limits_scale=env.get("IRON_RATE_LIMITS_SCALE"),
-            ws_heartbeat_s=float(env.get("IRON_WS_HEARTBEAT_S", 30)),
-            ws_recheck_s=float(env.get("IRON_WS_RECHECK_S", 15)),
-            ws_auth_timeout_s=float(env.get("IRON_WS_AUTH_TIMEOUT_S", 10)),
-            ws_backlog=int(env.get("IRON_WS_BACKLOG", 1000)),
-            usage_events_retention_months=int(retention),
+            ws_heartbeat_s=_seconds(env, "IRON_WS_HEARTBEAT_S", 30),
+            ws_recheck_s=_seconds(env, "IRON_WS_RECHECK_S", 15),
+            ws_auth_timeout_s=_seconds(env, "IRON_WS_AUTH_TIMEOUT_S", 10),
+            ws_backlog=_whole(env, "IRON_WS_BACKLOG", 1000),
+            usage_events_retention_months=_whole(
+                env, "IRON_USAGE_EVENTS_RETENTION_MONTHS", 0, low=0, high=1200
+            ),
         )

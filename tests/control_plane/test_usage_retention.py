@@ -249,7 +249,7 @@ def test_the_horizon_is_whole_months_before_the_current_one() -> None:
     assert periods.raw_horizon(now, 14) == datetime(2025, 1, 1, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("value", ["-1", "1.5", "twelve", "1201", "１"])
+@pytest.mark.parametrize("value", ["-1", "1201"])  # other bad numbers: test_startup.py
 def test_a_bad_retention_is_refused_at_start(env: dict[str, str], value: str) -> None:
     with pytest.raises(SettingsError, match="IRON_USAGE_EVENTS_RETENTION_MONTHS"):
         Settings.from_env({**env, "IRON_USAGE_EVENTS_RETENTION_MONTHS": value})

@@ -1,5 +1,6 @@
 """The usage store underneath analytics: how a time range splits over the rollup grains, the
-migration that moves existing usage into it, and its list of tables."""
+migration that moves existing usage into it, its list of tables, and a month's partition taking
+its rows over from the default partition."""
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -125,7 +126,7 @@ async def test_the_migration_moves_existing_usage_into_the_partitioned_store(
     )
 
     async with pool.acquire() as conn:
-        assert await apply_migrations(conn) == ["0005_analytics"]
+        assert (await apply_migrations(conn))[0] == "0005_analytics"
 
     moved = await pool.fetch(
         "SELECT event_id, cost_micros, occurred_at, status, lease_id, source,"
@@ -158,3 +159,49 @@ async def test_the_migration_moves_existing_usage_into_the_partitioned_store(
         " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
     )
     assert {r["relname"] for r in tables} == {*ALL_TABLES, "schema_migrations"}
+
+
+async def test_a_month_that_began_in_the_default_partition_moves_into_its_own(
+    service_urls: ServiceUrls,
+) -> None:
+    """Rows of a month with no partition yet (a clock far ahead, say) land in the default
+    partition; when the month's partition is made they move into it, and the rollups, which
+    already count them, stay as they were."""
+    async with (
+        scratch_database(service_urls.database_url, "iron_partition") as url,
+        asyncpg.create_pool(url, min_size=1, max_size=2) as pool,
+    ):
+        async with pool.acquire() as conn:
+            await apply_migrations(conn)
+        month = periods.shift(periods.floor(datetime.now(UTC), "month"), "month", -6)
+        earlier = periods.shift(month, "month", -1)  # no partition either; its row must stay put
+        name = f"usage_events_p{month:%Y%m}"
+        assert await pool.fetchval("SELECT to_regclass($1)", name) is None
+        events = [(f"e{n}", month + timedelta(days=n, hours=n)) for n in range(3)] + [("other", earlier)]
+        await pool.executemany(
+            "INSERT INTO usage_events (agent_id, event_id, cost_micros, input_tokens, output_tokens,"
+            " model, provider, status, source, occurred_at)"
+            " VALUES ('agent_x', $1, 100, 1, 2, 'm', 'openai', 'completed', 'analytics', $2)",
+            events,
+        )
+
+        async def where() -> dict[str, str]:
+            rows = await pool.fetch("SELECT event_id, tableoid::regclass::text AS part FROM usage_events")
+            return {row["event_id"]: row["part"] for row in rows}
+
+        assert set((await where()).values()) == {"usage_events_default"}
+        rollups = await pool.fetch("SELECT * FROM usage_rollups ORDER BY grain, scope, bucket, shard")
+
+        assert await pool.fetchval("SELECT usage_events_add_partition($1)", month + timedelta(days=9)) is True
+        assert await where() == {"e0": name, "e1": name, "e2": name, "other": "usage_events_default"}
+        assert await pool.fetch("SELECT * FROM usage_rollups ORDER BY grain, scope, bucket, shard") == rollups
+        await assert_rollups_match(pool, None)
+        assert await pool.fetchval("SELECT usage_events_add_partition($1)", month) is True  # made once
+        await pool.execute(
+            "INSERT INTO usage_events (agent_id, event_id, cost_micros, input_tokens, output_tokens,"
+            " model, provider, status, source, occurred_at)"
+            " VALUES ('agent_x', 'later', 100, 1, 2, 'm', 'openai', 'completed', 'analytics', $1)",
+            month + timedelta(days=20),
+        )
+        assert (await where())["later"] == name
+        await assert_rollups_match(pool, None)

@@ -15,6 +15,7 @@ handshakes are limited per IP (:mod:`control_plane.realtime.limits`).
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import random
 from collections.abc import Awaitable
@@ -133,18 +134,16 @@ async def _recheck(
 ) -> Closing:
     """Ends when the credential no longer holds (logout, suspension, expiry) or the role changed.
 
-    Checks at once on a notice of the user's control channel, else every ``interval_s``. Every
-    socket of the user checks its own credential: that is what keeps another session's socket
-    open after a logout, or a JWT socket after its user's API token was revoked.
+    Checks once at the start: a notice published between the handshake's check and the
+    subscription was missed, and this catches what it said. Then at once on a notice of the
+    user's control channel, else every ``interval_s``. Every socket of the user checks its own
+    credential: that is what keeps another session's socket open after a logout, or a JWT socket
+    after its user's API token was revoked.
     Sockets that connected together are spread over the interval, and only a few checks run at
     once per process, so a thousand sockets never take the database pool from the requests.
     """
-    wait_s = random.uniform(0, interval_s)  # spreads sockets that connected together
+    waits = itertools.chain([random.uniform(0, interval_s)], itertools.repeat(interval_s))
     while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(notified.wait(), wait_s)
-        notified.clear()
-        wait_s = interval_s
         try:
             async with _RECHECKS:
                 _, now = await authenticate(socket.app.state, token)
@@ -157,6 +156,9 @@ async def _recheck(
                 return wire.CLOSE_UNAUTHORIZED, wire.ErrorBody(
                     code="AUTH_ROLE_CHANGED", message="The user's role changed; connect again"
                 )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(notified.wait(), next(waits))
+        notified.clear()
 
 
 async def _overflow(subscriber: BoundedSubscriber) -> Closing:

@@ -6,8 +6,10 @@ must stay open is shown to outlive the notice by heartbeats that reach it after 
 socket (same user, same notice) was closed.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -160,3 +162,41 @@ async def test_a_deleted_user_is_cut_off_and_the_admin_sees_their_agents_change_
 
         await admin_feed.wait_for(handed_over)
     assert [m.action for m in admin_feed.of_type(AgentUpdated) if m.agent_id == agent.id][-1] == "updated"
+
+
+async def _until_waiting_on(pool: asyncpg.Pool, table: str) -> None:
+    """Until some transaction waits for a lock on ``table`` (for at most 30 s)."""
+    query = "SELECT count(*) FROM pg_locks WHERE relation = to_regclass($1) AND NOT granted"
+    for _ in range(1500):
+        if await pool.fetchval(query, table):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing waited for {table}")
+
+
+async def test_a_credential_that_ends_while_the_socket_is_set_up_closes_it_without_a_notice(
+    slow_recheck: list[str], client: httpx.AsyncClient, admin_headers: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    """A notice published after the handshake's check but before the socket subscribed never
+    reaches it. The socket checks its credential once it is subscribed, so the change counts.
+
+    The test holds the agents table, which the socket's first message reads after it has
+    subscribed, and meanwhile suspends the user straight in the database: no notice at all.
+    """
+    person = await make_person(client, admin_headers)
+    async with pool.acquire() as holder:
+        lock = holder.transaction()
+        await lock.start()
+        held = True
+        try:
+            await holder.execute("LOCK TABLE agents IN ACCESS EXCLUSIVE MODE")
+            async with open_feed(slow_recheck[0], person.token) as reader:
+                await _until_waiting_on(pool, "agents")  # the socket is past auth and subscribed
+                await pool.execute("UPDATE users SET status = 'suspended' WHERE id = $1", person.id)
+                await lock.commit()
+                held = False
+                await _connected(reader)
+                await _ended_with(reader, "AUTH_INVALID_TOKEN")
+        finally:
+            if held:
+                await lock.rollback()

@@ -23,7 +23,11 @@ LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
 #: Buckets a time series may have: 93 days of hours, 10 years of days.
 MAX_POINTS: Final[Mapping[str, int]] = {"hour": 93 * 24, "day": 3660}
 
-_TIME_DOC: Final = "ISO 8601, UTC unless it has an offset; instead of period"
+_TIME_DOC: Final = (
+    "ISO 8601, UTC unless it has an offset; instead of period. Before the retention horizon of raw"
+    " events (IRON_USAGE_EVENTS_RETENTION_MONTHS), widened to the whole hour; the answer's period"
+    " is what was counted"
+)
 QUERY: Final[Mapping[str, Any]] = {
     "period": Annotated[
         periods.PeriodName, msgspec.Meta(description=f"Calendar period in UTC (default {DEFAULT_PERIOD})")

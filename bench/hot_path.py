@@ -442,6 +442,17 @@ def cpu_bound(targets: dict[str, Any], cores: int) -> dict[str, float] | None:
     }
 
 
+def latency_floor(targets: dict[str, Any]) -> dict[str, float] | None:
+    """The open-loop pair's p50 before any sidecar code, from this run: its two round trips on the
+    same HTTP stack (the no-op's p50) plus its two script calls on Redis (the Redis ceiling's p50).
+    A sum of medians, so only roughly a floor; it says how much of the p50 target is left for what
+    the sidecar itself does between the two."""
+    if "noop" not in targets or "redis" not in targets:
+        return None
+    floor = targets["noop"]["open"]["p50_ms"] + targets["redis"]["open"]["p50_ms"]
+    return {"p50_ms": round(floor, 3), "left_of_target_ms": round(P50_MAX_MS - floor, 3)}
+
+
 def _cpu_cell(shape: dict[str, Any]) -> str:
     us = shape["cpu_us_per_pair"]
     return " / ".join(
@@ -509,6 +520,14 @@ def markdown(results: dict[str, Any]) -> str:
             f"cores, fully busy, that is about {bound['pairs_per_s']:,} pairs/s, "
             f"{bound['share_of_noop']:.0%} of the no-op ceiling, for a sidecar with no code of its own.",
         ]
+    if floor := results.get("latency_floor"):
+        lines += [
+            "",
+            "What bounds the p50: before any code of its own, a sidecar pair makes two HTTP round trips on "
+            "this server stack and two script calls on Redis. In this run their medians add up to "
+            f"{floor['p50_ms']:.3f} ms (no-op p50 plus the Redis ceiling's p50), which leaves "
+            f"{floor['left_of_target_ms']:.3f} ms of the {P50_MAX_MS} ms target for the sidecar's own work.",
+        ]
     if "sidecar" in targets:
         lines += [
             "",
@@ -565,6 +584,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "vs_sidecar": versus_sidecar(targets),
         "goals": goals(targets, args.rate),
         "cpu_bound": cpu_bound(targets, os.cpu_count() or 1),
+        "latency_floor": latency_floor(targets),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hot_path.md").write_text(markdown(results))

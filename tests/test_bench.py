@@ -41,7 +41,11 @@ def test_hot_path_runner_writes_every_target_and_the_ledgers_are_exact(
     bound = results["cpu_bound"]  # what caps the share of the no-op, from the same run's CPU figures
     parts = ("pairs_per_s", "server_us", "script_client_us", "redis_us", "loadgen_us")
     assert min(bound[part] for part in parts) > 0
+    floor = results["latency_floor"]  # the p50 of the round trips a pair makes, before sidecar code
+    noop, redis = results["targets"]["noop"]["open"], results["targets"]["redis"]["open"]
+    assert floor["p50_ms"] == round(noop["p50_ms"] + redis["p50_ms"], 3)
     table = (tmp_path / "hot_path.md").read_text()
     assert "What bounds the share of the no-op" in table
+    assert "What bounds the p50" in table
     for label in TARGETS.values():
         assert f"| {label} |" in table

@@ -521,12 +521,17 @@ def markdown(results: dict[str, Any]) -> str:
             f"{bound['share_of_noop']:.0%} of the no-op ceiling, for a sidecar with no code of its own.",
         ]
     if floor := results.get("latency_floor"):
+        left = floor["left_of_target_ms"]
+        verdict = (
+            f"which leaves {left:.3f} ms of the {P50_MAX_MS} ms target for the sidecar's own work"
+            if left > 0
+            else f"already more than the {P50_MAX_MS} ms target before the sidecar does anything"
+        )
         lines += [
             "",
             "What bounds the p50: before any code of its own, a sidecar pair makes two HTTP round trips on "
             "this server stack and two script calls on Redis. In this run their medians add up to "
-            f"{floor['p50_ms']:.3f} ms (no-op p50 plus the Redis ceiling's p50), which leaves "
-            f"{floor['left_of_target_ms']:.3f} ms of the {P50_MAX_MS} ms target for the sidecar's own work.",
+            f"{floor['p50_ms']:.3f} ms (no-op p50 plus the Redis ceiling's p50), {verdict}.",
         ]
     if "sidecar" in targets:
         lines += [

@@ -167,6 +167,23 @@ def make_agent(client: httpx.AsyncClient, admin_headers: dict[str, str], provide
     return make
 
 
+async def until_lock_waiters(conn: Any, at_least: int = 1, table: str | None = None) -> None:
+    """Until ``at_least`` transactions of this database wait for a lock: on ``table``, or (None)
+    an advisory lock. Lets a test hold a lock until the requests it sent have all reached it.
+    ``conn``: a connection or pool on the database. For at most 30 s."""
+    query = """SELECT count(*) FROM pg_locks WHERE NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND CASE WHEN $1::text IS NULL THEN locktype = 'advisory'
+                        ELSE relation = to_regclass($1) END"""
+    for _ in range(1500):
+        if await conn.fetchval(query, table) >= at_least:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(
+        f"fewer than {at_least} transactions waited for a lock on {table or 'an advisory key'}"
+    )
+
+
 async def start_control_plane(
     env: dict[str, str], log_dir: Path, name: str, timeout_s: float = 30.0
 ) -> ServerProcess:

@@ -99,6 +99,23 @@ def usage(
     return {**body, **overrides}
 
 
+def event(event_id: str | None = None, cost: float = 0.01, **fields: Any) -> dict[str, Any]:
+    """A valid analytics event (``POST /api/v1/analytics/events``); a field given None is left out."""
+    body: dict[str, Any] = {
+        "event_id": event_id or f"evt-{secrets.token_hex(6)}",
+        "event_type": "llm_request_completed",
+        "timestamp": "2026-11-24T10:00:00.000Z",
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cost_usd": cost,
+        "latency_ms": 420,
+    }
+    body.update(fields)
+    return {key: value for key, value in body.items() if value is not None}
+
+
 # --- people --------------------------------------------------------------------------------------
 
 

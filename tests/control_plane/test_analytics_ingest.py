@@ -13,26 +13,10 @@ import pytest
 
 from iron.money import charge_micros
 from tests.conftest import AgentHandle, MakeAgent, open_lease
-from tests.control_plane.helpers import assert_error, bearer, fingerprint, usage
+from tests.control_plane.helpers import assert_error, bearer, event, fingerprint, usage
 from tests.ledger_checks import LedgerState, assert_ledger_invariants, assert_rollups_match
 
 PATH = "/api/v1/analytics/events"
-
-
-def event(event_id: str | None = None, cost: float = 0.01, **fields: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "event_id": event_id or f"evt-{secrets.token_hex(6)}",
-        "event_type": "llm_request_completed",
-        "timestamp": "2026-11-24T10:00:00.000Z",
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "input_tokens": 100,
-        "output_tokens": 50,
-        "cost_usd": cost,
-        "latency_ms": 420,
-    }
-    body.update(fields)
-    return {key: value for key, value in body.items() if value is not None}
 
 
 def without(body: dict[str, Any], *fields: str) -> dict[str, Any]:

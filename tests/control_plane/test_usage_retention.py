@@ -23,13 +23,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from control_plane.analytics import periods
-from control_plane.analytics import repository as usage
+from control_plane.analytics import repository as usage_store
 from control_plane.app import create_app
 from control_plane.settings import Settings, SettingsError
 from iron.embedded import ServiceUrls, scratch_database
 from iron.timefmt import iso, utcnow
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, AgentHandle, login
-from tests.control_plane.helpers import client_at, create_agent, fresh_ip, sweep_until
+from tests.control_plane.helpers import client_at, create_agent, event, fresh_ip, sweep_until, usage
 
 RETENTION_MONTHS = 1
 
@@ -59,16 +59,7 @@ async def retaining_store(service_urls: ServiceUrls, env: dict[str, str]) -> Asy
 
 
 async def send(store: Store, event_id: str, cost: float, at: datetime, status: int) -> None:
-    body = {
-        "event_id": event_id,
-        "event_type": "llm_request_completed",
-        "timestamp": iso(at),
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "input_tokens": 100,
-        "output_tokens": 50,
-        "cost_usd": cost,
-    }
+    body = event(event_id, cost, timestamp=iso(at))
     response = await store.http.post("/api/v1/analytics/events", headers=store.agent.headers, json=body)
     assert response.status_code == status, response.text
 
@@ -139,20 +130,8 @@ async def test_old_months_go_and_totals_ids_and_ledger_stay(
             "/api/v1/budget/handshake", headers=store.agent.headers, json={"requested_budget": 10}
         )
         assert handshake.status_code == 200, handshake.text
-        report = {
-            "lease_id": handshake.json()["lease_id"],
-            "reports": [
-                {
-                    "request_id": "old-c",
-                    "input_tokens": 100,
-                    "output_tokens": 50,
-                    "cost_usd": 6,
-                    "model": "gpt-4o-mini",
-                    "provider": "openai",
-                    "timestamp": iso(at + timedelta(hours=2)),
-                }
-            ],
-        }
+        replayed = usage(None, 6, "old-c", timestamp=iso(at + timedelta(hours=2)))
+        report = {"lease_id": handshake.json()["lease_id"], "reports": [replayed]}
         replay = await store.http.post("/api/v1/budget/report", headers=store.agent.headers, json=report)
         assert replay.status_code == 200, replay.text
         assert (replay.json()["accepted"], replay.json()["duplicates"]) == (0, 1)
@@ -214,11 +193,13 @@ async def test_a_partition_being_read_is_skipped_then_dropped_later(
         try:
             async with reader.transaction():
                 await reader.fetch(f"SELECT * FROM {partition_of(old_month)}")  # holds its lock
-                assert await usage.drop_months_before(store.pool, store.horizon, lock_timeout_ms=100) == 0
+                assert (
+                    await usage_store.drop_months_before(store.pool, store.horizon, lock_timeout_ms=100) == 0
+                )
                 assert partition_of(old_month) in await partitions(store.pool)
-            assert await usage.drop_months_before(store.pool, store.horizon) == 1
+            assert await usage_store.drop_months_before(store.pool, store.horizon) == 1
             assert partition_of(old_month) not in await partitions(store.pool)
-            assert await usage.drop_months_before(store.pool, store.horizon) == 0
+            assert await usage_store.drop_months_before(store.pool, store.horizon) == 0
         finally:
             await reader.close()
 

@@ -26,7 +26,7 @@ from control_plane.settings import Settings
 from control_plane.users import repository as users_repository
 from iron import ids
 from iron.embedded import ServiceUrls, scratch_database
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, login, until_lock_waiters
 from tests.control_plane.helpers import (
     Person,
     assert_error,
@@ -359,15 +359,7 @@ async def admin_changes_held(conn: asyncpg.Connection, waiters: int) -> AsyncIte
     async with conn.transaction():
         await users_repository.lock_admin_changes(conn)
         yield
-        query = """SELECT count(*) FROM pg_locks
-                   WHERE locktype = 'advisory' AND NOT granted
-                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
-        for _ in range(1000):
-            if await conn.fetchval(query) >= waiters:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError(f"fewer than {waiters} transactions reached the admin-changes lock")
+        await until_lock_waiters(conn, waiters)
 
 
 def removal(operation: str, user_id: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ must stay open is shown to outlive the notice by heartbeats that reach it after 
 socket (same user, same notice) was closed.
 """
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from iron.realtime import CLOSE_UNAUTHORIZED, AgentUpdated, Error, Heartbeat, StateUpdate
-from tests.conftest import control_planes
+from tests.conftest import control_planes, until_lock_waiters
 from tests.realtime.conftest import (
     PASSWORD,
     REALTIME_ENV,
@@ -164,16 +163,6 @@ async def test_a_deleted_user_is_cut_off_and_the_admin_sees_their_agents_change_
     assert [m.action for m in admin_feed.of_type(AgentUpdated) if m.agent_id == agent.id][-1] == "updated"
 
 
-async def _until_waiting_on(pool: asyncpg.Pool, table: str) -> None:
-    """Until some transaction waits for a lock on ``table`` (for at most 30 s)."""
-    query = "SELECT count(*) FROM pg_locks WHERE relation = to_regclass($1) AND NOT granted"
-    for _ in range(1500):
-        if await pool.fetchval(query, table):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"nothing waited for {table}")
-
-
 async def test_a_credential_that_ends_while_the_socket_is_set_up_closes_it_without_a_notice(
     slow_recheck: list[str], client: httpx.AsyncClient, admin_headers: dict[str, str], pool: asyncpg.Pool
 ) -> None:
@@ -191,7 +180,7 @@ async def test_a_credential_that_ends_while_the_socket_is_set_up_closes_it_witho
         try:
             await holder.execute("LOCK TABLE agents IN ACCESS EXCLUSIVE MODE")
             async with open_feed(slow_recheck[0], person.token) as reader:
-                await _until_waiting_on(pool, "agents")  # the socket is past auth and subscribed
+                await until_lock_waiters(pool, table="agents")  # the socket is past auth and subscribed
                 await pool.execute("UPDATE users SET status = 'suspended' WHERE id = $1", person.id)
                 await lock.commit()
                 held = False
